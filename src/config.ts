@@ -1,0 +1,296 @@
+// Configuration: one YAML file, `${NAME}` filled from the environment, checked against
+// schemas/config.schema.json, defaults applied, turned into one typed object. Every problem is
+// collected and reported at once as `path: message`, so an operator fixes them in one go.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import cron from 'node-cron';
+import YAML from 'yaml';
+import { ConfigError } from './errors.js';
+import { KindRegistry } from './import/kinds.js';
+import { schemasDir } from './paths.js';
+
+const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
+
+export interface ImportOptions {
+  fullSync: boolean;
+  maxDeactivatePercent: number;
+  overwriteEmail: boolean;
+  overwritePassword: boolean;
+  passwordFormat: 'plain' | 'date';
+  sso: 'none' | 'google';
+  siteMap: Record<string, string>;
+  archiveInactive: boolean;
+  strictHeaders: boolean;
+  actor: string;
+}
+
+export interface SftpSettings {
+  host: string;
+  port: number;
+  username: string;
+  password?: string;
+  /** Absolute path of the private key file. */
+  privateKey?: string;
+  passphrase?: string;
+  hostKey: string;
+  timeoutSeconds: number;
+}
+
+export interface TenantConfig {
+  id: string;
+  name: string;
+  enabled: boolean;
+  schedule: string;
+  timezone: string;
+  settleSeconds: number;
+  staleAfterHours: number;
+  sftp: SftpSettings;
+  paths: { upload: string; bak: string; tmp: string; log?: string };
+  /** File name or glob -> file kind. */
+  files: Record<string, string>;
+  loose: 'auto' | 'all' | 'keep';
+  encoding: string;
+  options: ImportOptions;
+  notify: { to: string[]; replyTo?: string; when: 'failures' | 'always' | 'never'; templates?: string };
+}
+
+export interface Config {
+  /** Absolute path of the file this came from (or '<embedded>'). */
+  source: string;
+  database: string;
+  workDir: string;
+  concurrency: number;
+  leaseSeconds: number;
+  log: { level: string; format: 'auto' | 'pretty' | 'json' };
+  mail: { from: string; smtp?: string; outbox: string; operators: string[]; timeoutSeconds: number };
+  tenants: TenantConfig[];
+}
+
+export const DEFAULTS = {
+  schedule: '*/5 * * * *',
+  timezone: 'UTC',
+  settleSeconds: 60,
+  staleAfterHours: 24,
+  timeoutSeconds: 30,
+} as const;
+
+const DEFAULT_OPTIONS: ImportOptions = {
+  fullSync: false,
+  maxDeactivatePercent: 10,
+  overwriteEmail: true,
+  overwritePassword: false,
+  passwordFormat: 'plain',
+  sso: 'none',
+  siteMap: {},
+  archiveInactive: false,
+  strictHeaders: false,
+  actor: 'provisioner',
+};
+
+/** The config path: --config, then $PROVISIONER_CONFIG, then ./config.yaml. */
+export function resolveConfigPath(flag?: string): string {
+  return path.resolve(flag ?? process.env.PROVISIONER_CONFIG ?? 'config.yaml');
+}
+
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(
+      `cannot read the configuration file ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}). ` +
+        `Pass --config FILE, set PROVISIONER_CONFIG, or copy config.example.yaml to config.yaml.`,
+    );
+  }
+  return parseConfig(text, file, env);
+}
+
+export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text);
+  } catch (err) {
+    throw new ConfigError(`${file} is not valid YAML: ${(err as Error).message}`);
+  }
+  const problems: string[] = [];
+  const expanded = expandEnv(raw, '', env, problems);
+  problems.push(...schemaProblems(expanded));
+  if (problems.length) throw new ConfigError(`${file} has ${problems.length} problem(s):`, problems);
+  const config = normalize(expanded as RawConfig, file);
+  problems.push(...semanticProblems(config));
+  if (problems.length) throw new ConfigError(`${file} has ${problems.length} problem(s):`, problems);
+  return config;
+}
+
+/** Replace `${NAME}` in every string; an unset variable is a problem naming it and its key. */
+function expandEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  if (typeof value === 'string') {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+      const v = env[name];
+      if (v === undefined) {
+        problems.push(`${at || '(root)'}: environment variable ${name} is not set`);
+        return '';
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${at}[${i}]`, env, problems));
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, expandEnv(v, at ? `${at}.${k}` : k, env, problems)]),
+    );
+  }
+  return value;
+}
+
+let validateSchema: ReturnType<Ajv['compile']> | undefined;
+
+function schemaProblems(value: unknown): string[] {
+  if (!validateSchema) {
+    const ajv = new Ajv({ allErrors: true, strict: false });
+    addFormats(ajv, ['email']);
+    const schema = JSON.parse(fs.readFileSync(path.join(schemasDir(), 'config.schema.json'), 'utf8'));
+    validateSchema = ajv.compile(schema);
+  }
+  if (validateSchema(value)) return [];
+  return (validateSchema.errors ?? []).map(formatSchemaError);
+}
+
+function formatSchemaError(err: ErrorObject): string {
+  const at = err.instancePath.replace(/^\//, '').split('/').filter(Boolean).join('.') || '(root)';
+  const p = err.params as Record<string, unknown>;
+  switch (err.keyword) {
+    case 'additionalProperties':
+      return `${at}: unknown key "${String(p.additionalProperty)}"`;
+    case 'required':
+      return `${at}: missing required key "${String(p.missingProperty)}"`;
+    case 'propertyNames':
+      return `${at}: key "${String(p.propertyName)}" is not allowed (tenant ids are lower-case letters, digits and dashes)`;
+    case 'enum':
+      return `${at}: must be one of ${(p.allowedValues as unknown[]).join(', ')}`;
+    case 'pattern':
+      return at.endsWith('hostKey')
+        ? `${at}: must be a SHA256 fingerprint like "SHA256:abc…" (run \`provisioner doctor --tenant ID\` to see the server's)`
+        : `${at}: must match ${String(p.pattern)}`;
+    default:
+      return `${at}: ${err.message ?? 'is invalid'}`;
+  }
+}
+
+interface RawConfig {
+  database: string;
+  workDir?: string;
+  concurrency?: number;
+  leaseSeconds?: number;
+  log?: { level?: string; format?: 'auto' | 'pretty' | 'json' };
+  mail?: { from: string; smtp?: string; outbox?: string; operators?: string[]; timeoutSeconds?: number };
+  defaults?: Partial<Record<keyof typeof DEFAULTS, string | number>>;
+  tenants: Record<string, RawTenant>;
+}
+
+interface RawTenant {
+  name?: string;
+  enabled?: boolean;
+  schedule?: string;
+  timezone?: string;
+  settleSeconds?: number;
+  staleAfterHours?: number;
+  sftp: Omit<SftpSettings, 'port' | 'timeoutSeconds'> & { port?: number; timeoutSeconds?: number };
+  paths?: Partial<TenantConfig['paths']>;
+  files: Record<string, string>;
+  loose?: TenantConfig['loose'];
+  encoding?: string;
+  options?: Partial<ImportOptions>;
+  notify?: Partial<TenantConfig['notify']>;
+}
+
+function normalize(raw: RawConfig, file: string): Config {
+  const base = path.dirname(path.resolve(file));
+  const rel = (p: string) => path.resolve(base, p);
+  const database = rel(raw.database);
+  const d = { ...DEFAULTS, ...raw.defaults } as typeof DEFAULTS;
+  const tenants = Object.entries(raw.tenants).map(([id, t]): TenantConfig => {
+    const upload = t.paths?.upload ?? '/upload';
+    return {
+      id,
+      name: t.name ?? id,
+      enabled: t.enabled ?? true,
+      schedule: t.schedule ?? d.schedule,
+      timezone: t.timezone ?? d.timezone,
+      settleSeconds: t.settleSeconds ?? d.settleSeconds,
+      staleAfterHours: t.staleAfterHours ?? d.staleAfterHours,
+      sftp: {
+        ...t.sftp,
+        port: t.sftp.port ?? 22,
+        privateKey: t.sftp.privateKey ? rel(t.sftp.privateKey) : undefined,
+        timeoutSeconds: t.sftp.timeoutSeconds ?? d.timeoutSeconds,
+      },
+      paths: {
+        upload,
+        bak: t.paths?.bak ?? path.posix.join(upload, 'bak'),
+        tmp: t.paths?.tmp ?? '/tmp',
+        log: t.paths?.log,
+      },
+      files: t.files,
+      loose: t.loose ?? 'auto',
+      encoding: t.encoding ?? 'utf-8',
+      options: { ...DEFAULT_OPTIONS, ...t.options, siteMap: { ...t.options?.siteMap } },
+      notify: { to: t.notify?.to ?? [], replyTo: t.notify?.replyTo, when: t.notify?.when ?? 'failures', templates: t.notify?.templates ? rel(t.notify.templates) : undefined },
+    };
+  });
+  return {
+    source: path.resolve(file),
+    database,
+    workDir: raw.workDir ? rel(raw.workDir) : path.join(path.dirname(database), 'work'),
+    concurrency: raw.concurrency ?? 4,
+    leaseSeconds: raw.leaseSeconds ?? 900,
+    log: { level: raw.log?.level ?? 'info', format: raw.log?.format ?? 'auto' },
+    mail: {
+      from: raw.mail?.from ?? 'provisioner <provisioner@localhost>',
+      smtp: raw.mail?.smtp,
+      outbox: rel(raw.mail?.outbox ?? path.join(path.dirname(raw.database), 'outbox')),
+      operators: raw.mail?.operators ?? [],
+      timeoutSeconds: raw.mail?.timeoutSeconds ?? 30,
+    },
+    tenants,
+  };
+}
+
+/** Checks a JSON Schema cannot express: credentials, key files, kinds, cron, time zones. */
+function semanticProblems(config: Config): string[] {
+  const problems: string[] = [];
+  const kinds = new KindRegistry();
+  for (const t of config.tenants) {
+    const at = `tenants.${t.id}`;
+    if (!t.sftp.password && !t.sftp.privateKey) {
+      problems.push(`${at}.sftp: set either password or privateKey`);
+    }
+    if (t.sftp.privateKey && !fs.existsSync(t.sftp.privateKey)) {
+      problems.push(`${at}.sftp.privateKey: file ${t.sftp.privateKey} does not exist`);
+    }
+    for (const [name, kind] of Object.entries(t.files)) {
+      if (!kinds.has(kind)) {
+        problems.push(`${at}.files.${name}: unknown file kind "${kind}"; known kinds: ${kinds.names().join(', ')}`);
+      }
+    }
+    if (!cron.validate(t.schedule)) {
+      problems.push(`${at}.schedule: "${t.schedule}" is not a valid cron expression (e.g. "*/5 * * * *" or "0 0 * * *")`);
+    }
+    try {
+      new Intl.DateTimeFormat('en-US', { timeZone: t.timezone });
+    } catch {
+      problems.push(`${at}.timezone: "${t.timezone}" is not a known time zone (e.g. UTC, America/Chicago)`);
+    }
+    try {
+      new TextDecoder(t.encoding);
+    } catch {
+      problems.push(`${at}.encoding: "${t.encoding}" is not an encoding this machine can decode`);
+    }
+    if ((t.notify.when !== 'never') && t.notify.to.length === 0) {
+      problems.push(`${at}.notify.to: give at least one address (or set notify.when: never)`);
+    }
+  }
+  return problems;
+}

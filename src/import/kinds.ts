@@ -1,0 +1,179 @@
+// File kinds: what a CSV file means. Each kind is one JSON Schema in schemas/<kind>.schema.json
+// whose `x-provisioner` block carries the column metadata (canonical names, accepted header
+// names, which user field each fills, the key). Adding a vendor format is adding a file here.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import { schemasDir } from '../paths.js';
+
+// ajv-formats is CommonJS; under NodeNext its default export arrives wrapped.
+const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
+
+/** The user-record fields a column can fill; every other column goes to `attributes`. */
+export const USER_FIELDS = [
+  'externalId',
+  'email',
+  'username',
+  'firstName',
+  'lastName',
+  'role',
+  'siteId',
+  'password',
+  'active',
+] as const;
+export type UserField = (typeof USER_FIELDS)[number];
+
+export interface ColumnSpec {
+  /** Canonical header name, as the schema's property name. */
+  name: string;
+  /** Other header names accepted for this column (matched case-insensitively, trimmed). */
+  aliases: string[];
+  /** The user field this column fills; absent: kept in `attributes` under `name`. */
+  field?: UserField;
+}
+
+export interface FileKind {
+  name: string;
+  title: string;
+  /** Canonical name of the key column (the external id). */
+  key: string;
+  /** Columns in the schema's order: the order `strictHeaders` demands. */
+  columns: ColumnSpec[];
+  /** Canonical names of the required columns (before tenant options adjust them). */
+  required: string[];
+  schema: Record<string, unknown>;
+}
+
+export interface KindVariant {
+  /** Pass `sso: google`: a password column is not required, an e-mail column is. */
+  sso: 'none' | 'google';
+}
+
+export interface CompiledKind extends FileKind {
+  variant: KindVariant;
+  requiredNow: string[];
+  validate: ValidateFunction;
+}
+
+export class KindRegistry {
+  private readonly kinds = new Map<string, FileKind>();
+  private readonly compiled = new Map<string, CompiledKind>();
+  private readonly ajv: Ajv;
+
+  constructor(private readonly dir: string = schemasDir()) {
+    this.ajv = new Ajv({ allErrors: true, strict: true, coerceTypes: false });
+    addFormats(this.ajv, ['email', 'date', 'uri']);
+    // `active` style columns: 1/0, true/false, yes/no, y/n in any case.
+    this.ajv.addFormat('flag', /^(?:1|0|true|false|yes|no|y|n)$/i);
+    this.ajv.addVocabulary(['x-provisioner', 'x-aliases', 'x-field', 'x-hint']);
+    for (const file of fs.readdirSync(dir)) {
+      const m = /^(.+)\.schema\.json$/.exec(file);
+      if (!m || m[1] === 'config') continue;
+      this.kinds.set(m[1], parseKind(m[1], path.join(dir, file)));
+    }
+  }
+
+  names(): string[] {
+    return [...this.kinds.keys()].sort();
+  }
+
+  has(name: string): boolean {
+    return this.kinds.has(name);
+  }
+
+  get(name: string, variant: KindVariant = { sso: 'none' }): CompiledKind {
+    const cacheKey = `${name}|${variant.sso}`;
+    const hit = this.compiled.get(cacheKey);
+    if (hit) return hit;
+    const kind = this.kinds.get(name);
+    if (!kind) throw new Error(`unknown file kind "${name}"; known kinds: ${this.names().join(', ')}`);
+    const requiredNow = adjustRequired(kind, variant);
+    const schema = { ...kind.schema, required: requiredNow };
+    delete (schema as { $id?: string }).$id;
+    const compiled: CompiledKind = { ...kind, variant, requiredNow, validate: this.ajv.compile(schema) };
+    this.compiled.set(cacheKey, compiled);
+    return compiled;
+  }
+}
+
+function adjustRequired(kind: FileKind, variant: KindVariant): string[] {
+  if (variant.sso !== 'google') return kind.required;
+  const byField = (f: UserField) => kind.columns.filter((c) => c.field === f).map((c) => c.name);
+  const passwords = new Set(byField('password'));
+  const required = kind.required.filter((c) => !passwords.has(c));
+  for (const email of byField('email')) if (!required.includes(email)) required.push(email);
+  return required;
+}
+
+function parseKind(name: string, file: string): FileKind {
+  const schema = JSON.parse(fs.readFileSync(file, 'utf8')) as {
+    title?: string;
+    required?: string[];
+    properties?: Record<string, { 'x-aliases'?: string[]; 'x-field'?: UserField }>;
+    'x-provisioner'?: { key?: string };
+  };
+  const properties = schema.properties ?? {};
+  const columns: ColumnSpec[] = Object.entries(properties).map(([col, spec]) => ({
+    name: col,
+    aliases: spec['x-aliases'] ?? [],
+    field: spec['x-field'],
+  }));
+  const key = schema['x-provisioner']?.key ?? columns.find((c) => c.field === 'externalId')?.name;
+  if (!key || !properties[key]) throw new Error(`${file}: x-provisioner.key must name one of the columns`);
+  for (const c of columns) {
+    if (c.field && !USER_FIELDS.includes(c.field)) {
+      throw new Error(`${file}: column ${c.name} has x-field "${c.field}"; expected one of ${USER_FIELDS.join(', ')}`);
+    }
+  }
+  return {
+    name,
+    title: schema.title ?? name,
+    key,
+    columns,
+    required: schema.required ?? [],
+    schema: schema as Record<string, unknown>,
+  };
+}
+
+/** Plain-English reason for one ajv error on one cell. */
+export function describeError(err: ErrorObject, kind: FileKind): { column: string; reason: string } {
+  const column =
+    err.keyword === 'required'
+      ? String((err.params as { missingProperty: string }).missingProperty)
+      : err.instancePath.replace(/^\//, '').replace(/~1/g, '/').replace(/~0/g, '~');
+  const spec = (kind.schema.properties as Record<string, { 'x-hint'?: string; maxLength?: number }> | undefined)?.[column];
+  const hint = spec?.['x-hint'];
+  const p = err.params as Record<string, unknown>;
+  let reason: string;
+  switch (err.keyword) {
+    case 'required':
+      reason = `${column} is required but empty; fill it in`;
+      break;
+    case 'format':
+      reason =
+        p.format === 'email'
+          ? 'is not a valid e-mail address'
+          : p.format === 'flag'
+            ? 'must be 1 or 0 (true/false, yes/no and y/n are accepted too)'
+            : p.format === 'date'
+              ? 'is not a date in the form YYYY-MM-DD'
+              : `is not a valid ${String(p.format)}`;
+      break;
+    case 'maxLength':
+      reason = `is longer than ${String(p.limit)} characters`;
+      break;
+    case 'minLength':
+      reason = `is shorter than ${String(p.limit)} characters`;
+      break;
+    case 'pattern':
+      reason = hint ? `is not valid: ${hint}` : `does not have the expected form`;
+      break;
+    case 'enum':
+      reason = `must be one of: ${(p.allowedValues as unknown[]).join(', ')}`;
+      break;
+    default:
+      reason = hint ? `is not valid: ${hint}` : (err.message ?? 'is not valid');
+  }
+  return { column, reason };
+}

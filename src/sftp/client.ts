@@ -1,0 +1,201 @@
+// Our one door to a tenant's SFTP account, over ssh2-sftp-client. It pins the host key (ssh2
+// accepts any key unless told otherwise), puts a timeout on every call (calls can hang on a
+// dead link), and is used once: connect, work, close, on every path.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import SftpClient from 'ssh2-sftp-client';
+import type { SftpSettings } from '../config.js';
+import { HostKeyMismatchError, RemoteError, errorMessage } from '../errors.js';
+
+export interface RemoteEntry {
+  name: string;
+  type: 'file' | 'dir' | 'other';
+  size: number;
+  /** Modification time in ms since the epoch. */
+  mtime: number;
+}
+
+/** The fingerprint OpenSSH prints for a host key: SHA256 of the key blob, base64 without padding. */
+export function fingerprintOf(keyBlob: Buffer): string {
+  return 'SHA256:' + crypto.createHash('sha256').update(keyBlob).digest('base64').replace(/=+$/, '');
+}
+
+/** A remote name is one path segment: no separators, no dot entries. */
+export function isSafeName(name: string): boolean {
+  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\\') && !name.includes('\0');
+}
+
+export class SftpSession {
+  private closed = false;
+
+  private constructor(
+    private readonly client: SftpClient,
+    private readonly settings: SftpSettings,
+    readonly label: string,
+  ) {}
+
+  /**
+   * Connects and logs in. The presented host key must match `settings.hostKey`; pass
+   * `acceptAnyHostKey` only to look the key up (`doctor`), never to work.
+   */
+  static async connect(
+    settings: SftpSettings,
+    label: string,
+    opts: { acceptAnyHostKey?: boolean } = {},
+  ): Promise<SftpSession & { hostKeySeen: string }> {
+    const client = new SftpClient(label);
+    let seen = '';
+    const timeoutMs = settings.timeoutSeconds * 1000;
+    try {
+      await withTimeout(
+        client.connect({
+          host: settings.host,
+          port: settings.port,
+          username: settings.username,
+          password: settings.password,
+          privateKey: settings.privateKey ? fs.readFileSync(settings.privateKey) : undefined,
+          passphrase: settings.passphrase,
+          readyTimeout: timeoutMs,
+          keepaliveInterval: 10_000,
+          keepaliveCountMax: 3,
+          hostVerifier: (key: Buffer) => {
+            seen = fingerprintOf(key);
+            return opts.acceptAnyHostKey === true || seen === settings.hostKey;
+          },
+        }),
+        timeoutMs,
+        `connecting to ${settings.host}:${settings.port}`,
+        () => destroy(client),
+      );
+    } catch (err) {
+      destroy(client);
+      if (seen && seen !== settings.hostKey && !opts.acceptAnyHostKey) {
+        throw new HostKeyMismatchError(label, settings.hostKey, seen);
+      }
+      throw new RemoteError(`cannot connect to ${settings.username}@${settings.host}:${settings.port}: ${cleanMessage(err)}`, {
+        cause: err,
+      });
+    }
+    const session = new SftpSession(client, settings, label) as SftpSession & { hostKeySeen: string };
+    session.hostKeySeen = seen;
+    return session;
+  }
+
+  async list(dir: string): Promise<RemoteEntry[]> {
+    const items = await this.call(`list ${dir}`, () => this.client.list(dir));
+    return items
+      .filter((i) => isSafeName(i.name))
+      .map((i) => ({
+        name: i.name,
+        type: i.type === 'd' ? 'dir' : i.type === '-' ? 'file' : 'other',
+        size: i.size,
+        mtime: i.modifyTime,
+      }));
+  }
+
+  /** 'file', 'dir', or false when the path does not exist. */
+  async exists(p: string): Promise<'file' | 'dir' | false> {
+    const r = await this.call(`exists ${p}`, () => this.client.exists(p));
+    return r === 'd' ? 'dir' : r === false ? false : 'file';
+  }
+
+  async stat(p: string): Promise<{ size: number; mtime: number; isDirectory: boolean }> {
+    const s = await this.call(`stat ${p}`, () => this.client.stat(p));
+    return { size: s.size, mtime: s.modifyTime, isDirectory: s.isDirectory };
+  }
+
+  /** Download with parallel reads: much faster than a streaming get on real links. */
+  async download(remote: string, local: string): Promise<void> {
+    fs.mkdirSync(path.dirname(local), { recursive: true });
+    await this.call(`download ${remote}`, () => this.client.fastGet(remote, local, { chunkSize: 262144, concurrency: 16 }), 10);
+  }
+
+  async readText(remote: string): Promise<string> {
+    const data = await this.call(`read ${remote}`, () => this.client.get(remote));
+    return Buffer.isBuffer(data) ? data.toString('utf8') : String(data);
+  }
+
+  async write(remote: string, content: string | Buffer): Promise<void> {
+    const buf = Buffer.isBuffer(content) ? content : Buffer.from(content, 'utf8');
+    await this.call(`write ${remote}`, () => this.client.put(buf, remote));
+  }
+
+  async append(remote: string, content: string): Promise<void> {
+    const exists = await this.exists(remote);
+    if (!exists) return this.write(remote, content);
+    await this.call(`append ${remote}`, () => this.client.append(Buffer.from(content, 'utf8'), remote));
+  }
+
+  async mkdirp(dir: string): Promise<void> {
+    if (await this.exists(dir)) return;
+    await this.call(`mkdir ${dir}`, () => this.client.mkdir(dir, true));
+  }
+
+  /** Plain SFTP rename: fails when the target exists, which is what makes claims atomic. */
+  async rename(from: string, to: string): Promise<void> {
+    await this.call(`rename ${from} -> ${to}`, () => this.client.rename(from, to));
+  }
+
+  async remove(p: string): Promise<void> {
+    await this.call(`delete ${p}`, () => this.client.delete(p));
+  }
+
+  async rmdir(p: string): Promise<void> {
+    await this.call(`rmdir ${p}`, () => this.client.rmdir(p, true));
+  }
+
+  /** Idempotent; never throws. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      await withTimeout(this.client.end(), 5000, 'closing', () => destroy(this.client));
+    } catch {
+      destroy(this.client);
+    }
+  }
+
+  private async call<T>(what: string, fn: () => Promise<T>, timeoutFactor = 1): Promise<T> {
+    if (this.closed) throw new RemoteError(`${this.label}: ${what}: the connection is already closed`);
+    try {
+      return await withTimeout(fn(), this.settings.timeoutSeconds * 1000 * timeoutFactor, what, () => {
+        this.closed = true;
+        destroy(this.client);
+      });
+    } catch (err) {
+      if (err instanceof RemoteError) throw err;
+      throw new RemoteError(`${this.label}: ${what} failed: ${cleanMessage(err)}`, { cause: err });
+    }
+  }
+}
+
+/** Is this error the remote saying "no such file"? */
+export function isNoSuchFile(err: unknown): boolean {
+  const cause = err instanceof Error && err.cause ? err.cause : err;
+  const code = (cause as { code?: unknown } | undefined)?.code;
+  return code === 2 || code === 'ENOENT' || /no such file/i.test(errorMessage(err));
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      reject(new RemoteError(`${what}: no answer within ${Math.round(ms / 1000)} s; the connection was closed`));
+    }, ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function destroy(client: SftpClient): void {
+  try {
+    (client as unknown as { client?: { destroy?: () => void } }).client?.destroy?.();
+  } catch {
+    /* already gone */
+  }
+}
+
+function cleanMessage(err: unknown): string {
+  return errorMessage(err).replace(/^(connect|list|fastGet|get|put|rename|mkdir|rmdir|delete|stat|exists|append): /, '');
+}
