@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+// The command line. Typed errors thrown anywhere below are caught here, once, and mapped to
+// exit codes: 2 usage or configuration, 3 remote or processing failure.
+import { Command, CommanderError, Option } from 'commander';
+import { errorMessage, ExitCode, ProvisionerError } from './errors.js';
+import { runNow } from './commands/run-now.js';
+import { statusCommand } from './commands/status.js';
+import { usersCommand } from './commands/users.js';
+import { validateCommand } from './commands/validate.js';
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command('provisioner')
+    .description('Pulls CSV rosters from each tenant\'s SFTP account, checks them, applies them to the user directory and reports back.')
+    .option('-c, --config <file>', 'configuration file (default: $PROVISIONER_CONFIG, then ./config.yaml)')
+    .showHelpAfterError()
+    .exitOverride();
+  const cfg = () => program.opts<{ config?: string }>().config;
+
+  program
+    .command('run')
+    .description('run the worker: the daemon (each tenant on its schedule), or with --now one immediate run that then exits')
+    .option('--now', 'process now, in the foreground, then exit')
+    .option('-t, --tenant <id>', 'only this tenant (repeatable; default: all)', collect)
+    .option('--force', 'reprocess a seen keep-in-place file and apply a held full sync')
+    .option('--dry-run', 'check everything and report what would change; apply and move nothing')
+    .option('--json', 'print the results as JSON (with --now)')
+    .addHelpText('after', '\nExit codes with --now: 0 applied cleanly or nothing to do, 1 held/rejected/row errors, 2 usage or configuration error, 3 a tenant could not be processed.')
+    .action(async (opts: { now?: boolean; tenant?: string[]; force?: boolean; dryRun?: boolean; json?: boolean }) => {
+      if (opts.now) {
+        setExit(await runNow({ config: cfg(), ...opts }));
+        return;
+      }
+      const { runDaemon } = await import('./daemon.js');
+      setExit(await runDaemon({ config: cfg(), tenant: opts.tenant }));
+    });
+
+  program
+    .command('users')
+    .description("show a tenant's user directory as it stands")
+    .requiredOption('-t, --tenant <id>', 'tenant id')
+    .option('--json', 'print JSON')
+    .action((opts: { tenant: string; json?: boolean }) => setExit(usersCommand({ config: cfg(), ...opts })));
+
+  program
+    .command('status')
+    .description('per tenant: last run and its result, recent imports')
+    .option('-t, --tenant <id>', 'only this tenant (repeatable)', collect)
+    .option('--json', 'print JSON')
+    .action((opts: { tenant?: string[]; json?: boolean }) => setExit(statusCommand({ config: cfg(), ...opts })));
+
+  program
+    .command('validate')
+    .description('check a CSV file locally with the same messages and errors.csv as the worker; nothing is applied')
+    .argument('<file>', 'the CSV file')
+    .addOption(new Option('-k, --kind <kind>', 'file kind (schemas/<kind>.schema.json)'))
+    .option('-t, --tenant <id>', "use this tenant's file names and options (site map, SSO, strict headers)")
+    .option('--errors <file>', 'where to write errors.csv (default: <file>.errors.csv beside it)')
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nExit codes: 0 valid, 1 rejected or row errors, 2 usage or configuration error.')
+    .action(async (file: string, opts: { kind?: string; tenant?: string; errors?: string; json?: boolean }) =>
+      setExit(await validateCommand(file, { config: cfg(), ...opts })),
+    );
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let code: number = ExitCode.ok;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(argv);
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version' ? 0 : ExitCode.usage;
+    }
+    if (err instanceof ProvisionerError) {
+      process.stderr.write(`provisioner: ${err.message}\n`);
+      return err.exitCode;
+    }
+    process.stderr.write(`provisioner: unexpected error: ${errorMessage(err)}\n${(err as Error)?.stack ?? ''}\n`);
+    return ExitCode.failed;
+  }
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});
