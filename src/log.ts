@@ -17,7 +17,7 @@ export function createLogger(settings: LogSettings, destination: NodeJS.Writable
   const usePretty = settings.format === 'pretty' || (settings.format === 'auto' && (destination as { isTTY?: boolean }).isTTY === true);
   const options = { level: settings.level, redact: { paths: REDACT, censor: '[secret]' }, base: undefined };
   if (usePretty) {
-    return pino(options, pretty({ destination, colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname', sync: true }));
+    return pino(options, pretty({ destination, colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname', singleLine: true, sync: true }));
   }
   return pino(options, pino.destination({ dest: (destination as { fd?: number }).fd ?? 2, sync: true }));
 }

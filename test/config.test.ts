@@ -1,0 +1,95 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+import { packageRoot } from '../src/paths.js';
+
+const example = path.join(packageRoot(), 'config.example.yaml');
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('configuration', () => {
+  it('config.example.yaml validates and documents every tenant key', () => {
+    const env = { LINCOLN_SFTP_PASSWORD: 'x', ROSTER_SFTP_PASSWORD: 'x', AGYLIA_API_KEY: 'x', OPSCOM_SFTP_PASSWORD: 'x' };
+    const config = loadConfig(example, env);
+    expect(config.tenants.length).toBeGreaterThan(0);
+    const lincoln = config.tenants.find((t) => t.id === 'lincoln-usd')!;
+    expect(lincoln.sftp.password).toBe('x');
+    expect(lincoln.paths).toEqual({ upload: '/upload', bak: '/upload/bak', tmp: '/tmp', log: undefined });
+    expect(lincoln.options.actor).toBe('ftp-user@lincoln.example');
+    const text = fs.readFileSync(example, 'utf8');
+    const schema = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'schemas/config.schema.json'), 'utf8'));
+    const keys = [
+      ...Object.keys(schema.properties),
+      ...Object.keys(schema.definitions.tenant.properties),
+      ...Object.keys(schema.definitions.tenant.properties.sftp.properties),
+      ...Object.keys(schema.definitions.options.properties),
+      ...Object.keys(schema.definitions.tenantDefaults.properties),
+      ...Object.keys(schema.properties.mail.properties),
+      ...Object.keys(schema.definitions.tenant.properties.notify.properties),
+    ];
+    for (const key of keys) expect(text, `config.example.yaml should mention ${key}`).toMatch(new RegExp(`\\b${key}:`));
+  });
+
+  it('fills ${NAME} from the environment and names a missing variable with its key', () => {
+    const yaml = fs.readFileSync(example, 'utf8');
+    const problems = problemsOf(() => parseConfig(yaml, 'config.yaml', {}));
+    expect(problems).toContain('tenants.lincoln-usd.sftp.password: environment variable LINCOLN_SFTP_PASSWORD is not set');
+  });
+
+  it('reports every schema problem at once as path: message', () => {
+    const yaml = `
+database: ./x.db
+colour: blue
+tenants:
+  Bad_Id:
+    sftp: { host: h, username: u, password: p, hostKey: "SHA256:${'a'.repeat(43)}" }
+    files: { users.csv: samegoal-users }
+  ok:
+    sftp: { host: h, username: u, password: p, hostKey: nope }
+    files: { users.csv: samegoal-users }
+    loose: sometimes
+`;
+    const problems = problemsOf(() => parseConfig(yaml, 'c.yaml', {}));
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        '(root): unknown key "colour"',
+        expect.stringMatching(/^tenants: key "Bad_Id" is not allowed/),
+        expect.stringMatching(/^tenants\.ok\.sftp\.hostKey: must be a SHA256 fingerprint/),
+        'tenants.ok.loose: must be one of auto, all, keep',
+      ]),
+    );
+  });
+
+  it('checks cron expressions, time zones, kinds and credentials', () => {
+    const yaml = `
+database: ./x.db
+tenants:
+  a:
+    schedule: "61 * * * *"
+    timezone: Mars/Olympus
+    sftp: { host: h, username: u, hostKey: "SHA256:${'a'.repeat(43)}" }
+    files: { users.csv: nope }
+    notify: { to: [] }
+`;
+    const problems = problemsOf(() => parseConfig(yaml, 'c.yaml', {}));
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'tenants.a.sftp: set either password or privateKey',
+        expect.stringMatching(/^tenants\.a\.files\.users\.csv: unknown file kind "nope"/),
+        expect.stringMatching(/^tenants\.a\.schedule: "61 \* \* \* \*" is not a valid cron expression/),
+        expect.stringMatching(/^tenants\.a\.timezone: "Mars\/Olympus" is not a known time zone/),
+        'tenants.a.notify.to: give at least one address (or set notify.when: never)',
+      ]),
+    );
+  });
+});
