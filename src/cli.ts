@@ -3,8 +3,10 @@
 // exit codes: 2 usage or configuration, 3 remote or processing failure.
 import { Command, CommanderError, Option } from 'commander';
 import { errorMessage, ExitCode, ProvisionerError } from './errors.js';
+import { doctorCommand } from './commands/doctor.js';
 import { runNow } from './commands/run-now.js';
 import { statusCommand } from './commands/status.js';
+import { triggerCommand } from './commands/trigger.js';
 import { usersCommand } from './commands/users.js';
 import { validateCommand } from './commands/validate.js';
 
@@ -26,7 +28,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option('--force', 'reprocess a seen keep-in-place file and apply a held full sync')
     .option('--dry-run', 'check everything and report what would change; apply and move nothing')
     .option('--json', 'print the results as JSON (with --now)')
-    .addHelpText('after', '\nExit codes with --now: 0 applied cleanly or nothing to do, 1 held/rejected/row errors, 2 usage or configuration error, 3 a tenant could not be processed.')
+    .addHelpText(
+      'after',
+      '\nWithout --now, runs as a daemon: each enabled tenant on its cron schedule (in its time zone), at most' +
+        '\n`concurrency` runs at once, tier-2 triggers picked up within seconds, queued mail retried.' +
+        '\nSIGTERM/SIGINT stops it gracefully (runs in hand finish, exit 0); a second signal exits at once.' +
+        '\n\nExit codes with --now: 0 applied cleanly or nothing to do, 1 held/rejected/row errors, 2 usage or configuration error, 3 a tenant could not be processed.',
+    )
     .action(async (opts: { now?: boolean; tenant?: string[]; force?: boolean; dryRun?: boolean; json?: boolean }) => {
       if (opts.now) {
         setExit(await runNow({ config: cfg(), ...opts }));
@@ -40,12 +48,26 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .command('users')
     .description("show a tenant's user directory as it stands")
     .requiredOption('-t, --tenant <id>', 'tenant id')
+    .option('--history <externalId>', 'every change to one user: when, which upload, who, from what to what')
     .option('--json', 'print JSON')
-    .action((opts: { tenant: string; json?: boolean }) => setExit(usersCommand({ config: cfg(), ...opts })));
+    .action((opts: { tenant: string; json?: boolean; history?: string }) => setExit(usersCommand({ config: cfg(), ...opts })));
+
+  program
+    .command('trigger')
+    .description('ask the running daemon to process a tenant now (tier-2 support); it picks the request up within seconds')
+    .requiredOption('-t, --tenant <id>', 'tenant id (repeatable)', collect)
+    .option('--wait', 'wait until the run finishes, print its result and exit like run --now')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      '\nThe request is queued in the database; if no daemon is running it stays queued until one starts (exit 3).' +
+        '\nExit codes with --wait: 0 applied cleanly or nothing to do, 1 held/rejected/row errors, 2 usage or configuration error, 3 failed or no daemon.',
+    )
+    .action(async (opts: { tenant: string[]; wait?: boolean; json?: boolean }) => setExit(await triggerCommand({ config: cfg(), ...opts })));
 
   program
     .command('status')
-    .description('per tenant: last run and its result, recent imports')
+    .description('per tenant: last run and its result, next scheduled run, pending/held/stale uploads, queued mail, daemon, recent imports')
     .option('-t, --tenant <id>', 'only this tenant (repeatable)', collect)
     .option('--json', 'print JSON')
     .action((opts: { tenant?: string[]; json?: boolean }) => setExit(statusCommand({ config: cfg(), ...opts })));
@@ -62,6 +84,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .action(async (file: string, opts: { kind?: string; tenant?: string; errors?: string; json?: boolean }) =>
       setExit(await validateCommand(file, { config: cfg(), ...opts })),
     );
+
+  program
+    .command('doctor')
+    .description('check the setup: config, database, mail, and per tenant SFTP reachability, host key (prints the fingerprint), login, folders, templates')
+    .option('-t, --tenant <id>', 'only this tenant (repeatable; default: all enabled)', collect)
+    .option('--json', 'print JSON')
+    .addHelpText('after', '\nExit codes: 0 every check passed, 1 a check failed, 2 usage error.')
+    .action(async (opts: { tenant?: string[]; json?: boolean }) => setExit(await doctorCommand({ config: cfg(), ...opts })));
 
   return program;
 }

@@ -64,7 +64,7 @@ export interface Config {
   concurrency: number;
   leaseSeconds: number;
   log: { level: string; format: 'auto' | 'pretty' | 'json' };
-  mail: { from: string; smtp?: string; outbox: string; operators: string[]; timeoutSeconds: number };
+  mail: { from: string; smtp?: string; outbox: string; operators: string[]; timeoutSeconds: number; retrySeconds?: number };
   tenants: TenantConfig[];
 }
 
@@ -185,7 +185,7 @@ interface RawConfig {
   concurrency?: number;
   leaseSeconds?: number;
   log?: { level?: string; format?: 'auto' | 'pretty' | 'json' };
-  mail?: { from: string; smtp?: string; outbox?: string; operators?: string[]; timeoutSeconds?: number };
+  mail?: { from: string; smtp?: string; outbox?: string; operators?: string[]; timeoutSeconds?: number; retrySeconds?: number };
   defaults?: Partial<Record<keyof typeof DEFAULTS, string | number>>;
   tenants: Record<string, RawTenant>;
 }
@@ -253,6 +253,7 @@ function normalize(raw: RawConfig, file: string): Config {
       outbox: rel(raw.mail?.outbox ?? path.join(path.dirname(raw.database), 'outbox')),
       operators: raw.mail?.operators ?? [],
       timeoutSeconds: raw.mail?.timeoutSeconds ?? 30,
+      retrySeconds: raw.mail?.retrySeconds ?? 30,
     },
     tenants,
   };

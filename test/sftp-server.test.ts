@@ -2,14 +2,18 @@
  * The SFTP servers the end-to-end tests run against behave like a real tenant account, seen
  * through ssh2-sftp-client (the client the worker uses).
  */
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import SftpClient from 'ssh2-sftp-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { availableSftpServerKinds, startTestSftpServer, type TestSftpServer } from './harness/sftp-server.js';
+
+const SFTP_CLI = '/usr/bin/sftp';
 
 /** The fingerprint OpenSSH prints for a host key blob, computed here independently of the servers. */
 function fingerprint(hostKey: Buffer): string {
@@ -238,6 +242,32 @@ describe.each(availableSftpServerKinds())('%s SFTP server', (kind) => {
       await Promise.all(clients.map((client) => client.end()));
     }
   });
+
+  // The benchmark fetches with OpenSSH's sftp, which (unlike ssh2-sftp-client) sends EOF when done
+  // and waits for the server to close the channel.
+  it.skipIf(!existsSync(SFTP_CLI))("serves OpenSSH's sftp command-line client", async () => {
+    const content = randomBytes(700_000);
+    await fs.writeFile(local('cli.bin'), content);
+    const batchFile = path.join(localDir, 'batch');
+    const target = path.join(localDir, 'cli.bin');
+    await fs.writeFile(batchFile, `ls -l /\nget /cli.bin ${target}\n`);
+    const { stdout } = await promisify(execFile)(
+      SFTP_CLI,
+      [
+        '-b', batchFile,
+        '-P', String(server.port),
+        '-i', server.privateKeyPath!,
+        '-o', 'BatchMode=yes',
+        '-o', 'StrictHostKeyChecking=no',
+        '-o', 'UserKnownHostsFile=/dev/null',
+        '-o', 'LogLevel=ERROR',
+        `${server.username}@${server.host}`,
+      ],
+      { timeout: 20_000 },
+    );
+    expect(stdout).toMatch(/cli\.bin$/m);
+    expect((await fs.readFile(target)).equals(content)).toBe(true);
+  }, 30_000);
 
   if (kind === 'embedded') {
     it('accepts the password and the key, and refuses a wrong password', async () => {

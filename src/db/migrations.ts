@@ -185,4 +185,26 @@ export const migrations: Migration[] = [
       CREATE INDEX triggers_pending ON triggers (picked_up_at, tenant);
     `,
   },
+  {
+    version: 2,
+    name: 'daemon heartbeats and trigger outcomes',
+    sql: `
+      -- Running daemons, so \`trigger\` and \`status\` can tell whether anyone will act on a
+      -- request. A daemon is live while its heartbeat is fresh and it has not stopped.
+      CREATE TABLE daemons (
+        owner        TEXT PRIMARY KEY,       -- host:pid
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        stopped_at   TEXT,
+        tenants      TEXT NOT NULL DEFAULT '[]' -- JSON array of the tenant ids it serves
+      );
+
+      -- What became of a trigger: the daemon that took it and the result of its run, so
+      -- \`trigger --wait\` can report it and a trigger taken by a daemon that died is retaken.
+      ALTER TABLE triggers ADD COLUMN picked_up_by TEXT;
+      ALTER TABLE triggers ADD COLUMN finished_at TEXT;
+      ALTER TABLE triggers ADD COLUMN status TEXT;  -- the run's status: ok | errors | failed | nothing | busy
+      ALTER TABLE triggers ADD COLUMN message TEXT;
+    `,
+  },
 ];

@@ -168,7 +168,8 @@ export function applyStage(db: Db, stage: Stage, ctx: ApplyContext): ApplyOutcom
         action = 'deactivate';
         counts.deactivated++;
       } else {
-        if (existing.archived_at && !next.archived_at) action = 'restore';
+        // Back from the archive, or back after a full sync deactivated them.
+        if ((existing.archived_at && !next.archived_at) || (!existing.active && next.active)) action = 'restore';
         counts.updated++;
       }
       change(key, action, fields, old);

@@ -40,6 +40,9 @@ export interface RecordedImport {
   status: ImportStatus;
   counts: ImportCounts;
   message: string | null;
+  /** Already written when the import is recorded: the report queued with it attaches it. */
+  errorsCsv: string | null;
+  sampleErrors: string[];
 }
 
 export interface FileImportResult {
@@ -69,7 +72,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
       req.mode === 'apply'
         ? req.db.transaction(() => {
             const id = recordImport(req.db, { runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'rejected', message, contentSha1, counts, actor: req.options.actor, startedAt });
-            req.inTransaction?.({ importId: id, status: 'rejected', counts, message });
+            req.inTransaction?.({ importId: id, status: 'rejected', counts, message, errorsCsv: null, sampleErrors: [] });
             return id;
           })()
         : null;
@@ -145,14 +148,16 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
       force: req.force,
       dryRun: req.mode === 'dry-run',
       record: { runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, contentSha1, actor: req.options.actor, startedAt },
-      inTransaction: req.inTransaction ? (importId, counts, status) => req.inTransaction?.({ importId, counts, status, message: null }) : undefined,
+      inTransaction: req.inTransaction
+        ? (importId, counts, status) => req.inTransaction?.({ importId, counts, status, message: null, errorsCsv, sampleErrors })
+        : undefined,
     });
     if (outcome.status === 'held') {
       const importId =
         req.mode === 'apply'
           ? req.db.transaction(() => {
               const id = recordImport(req.db, { runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'held', message: outcome.message, contentSha1, counts: outcome.counts, actor: req.options.actor, startedAt });
-              req.inTransaction?.({ importId: id, status: 'held', counts: outcome.counts, message: outcome.message });
+              req.inTransaction?.({ importId: id, status: 'held', counts: outcome.counts, message: outcome.message, errorsCsv, sampleErrors });
               return id;
             })()
           : null;

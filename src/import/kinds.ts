@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { ConfigError } from '../errors.js';
 import { schemasDir } from '../paths.js';
 
 // ajv-formats is CommonJS; under NodeNext its default export arrives wrapped.
@@ -36,8 +37,13 @@ export interface ColumnSpec {
 export interface FileKind {
   name: string;
   title: string;
-  /** Canonical name of the key column (the external id). */
+  /**
+   * Canonical name of the key column (the external id). It may also fill a user field (an
+   * Agylia file is keyed by its Email column, which is also the user's e-mail).
+   */
   key: string;
+  /** `lower`: keys match whatever their case (e-mail keys); the stored id is lower-cased. */
+  keyCase: 'exact' | 'lower';
   /** Columns in the schema's order: the order `strictHeaders` demands. */
   columns: ColumnSpec[];
   /** Canonical names of the required columns (before tenant options adjust them). */
@@ -111,7 +117,7 @@ function parseKind(name: string, file: string): FileKind {
     title?: string;
     required?: string[];
     properties?: Record<string, { 'x-aliases'?: string[]; 'x-field'?: UserField }>;
-    'x-provisioner'?: { key?: string };
+    'x-provisioner'?: { key?: string; keyCase?: string };
   };
   const properties = schema.properties ?? {};
   const columns: ColumnSpec[] = Object.entries(properties).map(([col, spec]) => ({
@@ -119,19 +125,44 @@ function parseKind(name: string, file: string): FileKind {
     aliases: spec['x-aliases'] ?? [],
     field: spec['x-field'],
   }));
-  const key = schema['x-provisioner']?.key ?? columns.find((c) => c.field === 'externalId')?.name;
-  if (!key || !properties[key]) throw new Error(`${file}: x-provisioner.key must name one of the columns`);
+  const meta = schema['x-provisioner'] ?? {};
+  const key = meta.key ?? columns.find((c) => c.field === 'externalId')?.name;
+  const required = schema.required ?? [];
+  // A kind is data, so its mistakes are caught here, at start-up, with the file named.
+  const problems: string[] = [];
+  if (!key || !properties[key]) problems.push('x-provisioner.key must name one of the columns');
+  else if (!required.includes(key)) problems.push(`the key column ${key} must be in "required"`);
+  if (meta.keyCase !== undefined && meta.keyCase !== 'exact' && meta.keyCase !== 'lower') {
+    problems.push(`x-provisioner.keyCase must be "exact" or "lower", not "${meta.keyCase}"`);
+  }
+  const byField = new Map<string, string>();
+  const byHeader = new Map<string, string>();
   for (const c of columns) {
     if (c.field && !USER_FIELDS.includes(c.field)) {
-      throw new Error(`${file}: column ${c.name} has x-field "${c.field}"; expected one of ${USER_FIELDS.join(', ')}`);
+      problems.push(`column ${c.name} has x-field "${c.field}"; expected one of ${USER_FIELDS.join(', ')}`);
+    }
+    if (c.field === 'externalId' && c.name !== key) problems.push(`column ${c.name} is x-field externalId but the key is ${key}`);
+    if (c.field) {
+      const other = byField.get(c.field);
+      if (other) problems.push(`columns ${other} and ${c.name} both fill ${c.field}`);
+      byField.set(c.field, c.name);
+    }
+    for (const header of [c.name, ...c.aliases]) {
+      const n = header.trim().toLowerCase();
+      const other = byHeader.get(n);
+      if (other && other !== c.name) problems.push(`header name "${header}" is accepted for both ${other} and ${c.name}`);
+      byHeader.set(n, c.name);
     }
   }
+  for (const r of required) if (!properties[r]) problems.push(`required column ${r} is not among the properties`);
+  if (problems.length) throw new ConfigError(`the file kind ${file} is not usable:`, problems);
   return {
     name,
     title: schema.title ?? name,
-    key,
+    key: key!,
+    keyCase: meta.keyCase === 'lower' ? 'lower' : 'exact',
     columns,
-    required: schema.required ?? [],
+    required,
     schema: schema as Record<string, unknown>,
   };
 }

@@ -48,7 +48,8 @@ export class RowChecker {
 
   check(values: string[]): RowResult {
     const { columns } = this.headers;
-    const key = this.keyIndex >= 0 ? values[this.keyIndex]?.trim() || undefined : undefined;
+    const raw = this.keyIndex >= 0 ? values[this.keyIndex]?.trim() || undefined : undefined;
+    const key = raw !== undefined && this.kind.keyCase === 'lower' ? raw.toLowerCase() : raw;
     if (values.length !== this.headers.width) {
       return {
         ok: false,

@@ -93,8 +93,8 @@ export class Stage {
 
   /**
    * Turns staged plain-text passwords into hashes, in parallel on the thread pool. Skips the
-   * work where the password will not be written (existing user and no overwrite) or where it
-   * already matches, so an unchanged roster stays "unchanged".
+   * work where the password will not be written (existing user with a password, and no
+   * overwrite) or where it already matches, so an unchanged roster stays "unchanged".
    */
   async hashPasswords(tenant: string, overwrite: boolean): Promise<void> {
     this.flush();
@@ -114,7 +114,8 @@ export class Stage {
         results.push(
           ...(await Promise.all(
             batch.slice(i, i + HASH_CONCURRENCY).map(async (r) => {
-              if (r.existing !== null && !overwrite) return { id: r.id, hash: null };
+              // Without overwrite a password is set on create, or on a user that has none.
+              if (r.existing !== null && r.current !== null && !overwrite) return { id: r.id, hash: null };
               if (r.current && (await verifyPassword(r.password, r.current))) return { id: r.id, hash: null };
               return { id: r.id, hash: await hashPassword(r.password) };
             }),

@@ -25,7 +25,11 @@ const BACKOFF_BASE_MS = 30_000;
 const BACKOFF_MAX_MS = 60 * 60_000;
 
 /** After attempt n failed, wait 30 s, 1 min, 2 min, ... at most an hour. */
-export const backoffMs = (attempts: number): number => Math.min(BACKOFF_BASE_MS * 2 ** Math.max(0, attempts - 1), BACKOFF_MAX_MS);
+export const backoffMs = (attempts: number): number => backoffFromMs(BACKOFF_BASE_MS, attempts);
+
+/** The same doubling from another first wait (mail.retrySeconds). */
+export const backoffFromMs = (baseMs: number, attempts: number): number =>
+  Math.min(baseMs * 2 ** Math.max(0, attempts - 1), BACKOFF_MAX_MS);
 
 interface Sender {
   send(row: MailRow): Promise<{ messageId: string; rejected: string[] }>;
@@ -73,7 +77,7 @@ export async function deliverQueuedMail(
           log?.info({ ...about, to: JSON.parse(row.mail_to), messageId: info.messageId }, 'mail sent');
           if (partial) log?.warn({ ...about, rejected: info.rejected }, 'some recipients were refused');
         } catch (err) {
-          const retryAt = new Date(now.getTime() + backoffMs(row.attempts)).toISOString();
+          const retryAt = new Date(now.getTime() + backoffFromMs((config.mail.retrySeconds ?? 30) * 1000, row.attempts)).toISOString();
           const error = describe(err);
           markFailed.run(error, retryAt, row.id);
           failed++;

@@ -44,7 +44,9 @@ export class SftpSession {
     label: string,
     opts: { acceptAnyHostKey?: boolean } = {},
   ): Promise<SftpSession & { hostKeySeen: string }> {
-    const client = new SftpClient(label);
+    // The library's default listeners print "Global end listener: ..." with console.log, onto
+    // our stdout (and into `--json` output). Every failure reaches us through the promises.
+    const client = new SftpClient(label, { error: () => {}, end: () => {}, close: () => {} });
     let seen = '';
     const timeoutMs = settings.timeoutSeconds * 1000;
     try {

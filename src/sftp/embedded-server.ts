@@ -71,7 +71,7 @@ export async function startEmbeddedSftpServer(opts: EmbeddedSftpServerOptions): 
     throw new Error('embedded SFTP server: give a password, an authorizedKey, or both');
   }
   const jail = await Jail.open(opts.root);
-  const hostKey = opts.hostKey ?? utils.generateKeyPairSync('ed25519').private;
+  const hostKey = opts.hostKey ?? generateEd25519KeyPair().private;
   const hostKeyFingerprint = sha256Fingerprint(parseSingleKey(hostKey, 'hostKey').getPublicSSH());
   const authenticate = makeAuthenticator(opts);
 
@@ -107,6 +107,31 @@ export async function startEmbeddedSftpServer(opts: EmbeddedSftpServerOptions): 
   };
 
   return { host, port, hostKeyFingerprint, root: opts.root, stop };
+}
+
+/**
+ * A fresh, unencrypted ed25519 key pair in OpenSSH format (`public` is an authorized_keys line).
+ *
+ * Use this rather than ssh2's generateKeyPairSync('ed25519') directly: that one strips leading zero
+ * bytes from the public key, so about one key in 256 comes out malformed and ssh2 itself then
+ * refuses it ("Malformed OpenSSH private key"). Such a pair is simply generated again.
+ */
+export function generateEd25519KeyPair(): { private: string; public: string } {
+  for (let attempt = 0; attempt < 16; attempt++) {
+    const pair = utils.generateKeyPairSync('ed25519');
+    if (isWellFormedKeyPair(pair)) return pair;
+  }
+  throw new Error('ssh2 generated no well-formed ed25519 key pair in 16 attempts');
+}
+
+function isWellFormedKeyPair(pair: { private: string; public: string }): boolean {
+  try {
+    const privateKey = parseSingleKey(pair.private, 'private key');
+    const publicKey = parseSingleKey(pair.public, 'public key');
+    return privateKey.getPublicSSH().equals(publicKey.getPublicSSH());
+  } catch {
+    return false;
+  }
 }
 
 /** `SHA256:…` exactly as `ssh-keygen -l` prints it for a public key blob. */
@@ -403,6 +428,9 @@ type OpenHandle =
 class SftpSession {
   private readonly handles = new Map<number, OpenHandle>();
   private nextHandle = 0;
+  private requestsInFlight = 0;
+  private clientSentEof = false;
+  private closed = false;
 
   constructor(
     private readonly sftp: SFTPWrapper,
@@ -411,38 +439,58 @@ class SftpSession {
 
   listen(): void {
     const { sftp } = this;
-    const on = (id: number, handler: () => Promise<void>) => this.reply(id, handler);
-    sftp.on('OPEN', (id, filename, flags, attrs) => on(id, () => this.open(id, filename, flags, attrs)));
-    sftp.on('READ', (id, handle, offset, length) => on(id, () => this.read(id, handle, offset, length)));
-    sftp.on('WRITE', (id, handle, offset, data) => on(id, () => this.write(id, handle, offset, data)));
-    sftp.on('CLOSE', (id, handle) => on(id, () => this.close(id, handle)));
-    sftp.on('FSTAT', (id, handle) => on(id, () => this.fstat(id, handle)));
-    sftp.on('FSETSTAT', (id, handle, attrs) => on(id, () => this.fsetstat(id, handle, attrs)));
-    sftp.on('STAT', (id, p) => on(id, () => this.stat(id, p)));
-    sftp.on('LSTAT', (id, p) => on(id, () => this.lstat(id, p)));
-    sftp.on('SETSTAT', (id, p, attrs) => on(id, () => this.setstat(id, p, attrs)));
-    sftp.on('OPENDIR', (id, p) => on(id, () => this.opendir(id, p)));
-    sftp.on('READDIR', (id, handle) => on(id, () => this.readdir(id, handle)));
-    sftp.on('MKDIR', (id, p, attrs) => on(id, () => this.mkdir(id, p, attrs)));
-    sftp.on('RMDIR', (id, p) => on(id, () => this.rmdir(id, p)));
-    sftp.on('REMOVE', (id, p) => on(id, () => this.remove(id, p)));
-    sftp.on('RENAME', (id, from, to) => on(id, () => this.rename(id, from, to)));
-    sftp.on('REALPATH', (id, p) => on(id, () => this.realpath(id, p)));
-    sftp.on('EXTENDED', (id, name, data) => on(id, () => this.extended(id, name, data)));
+    const serve = (id: number, handler: () => Promise<void>) => this.reply(id, handler);
+    sftp.on('OPEN', (id, filename, flags, attrs) => serve(id, () => this.open(id, filename, flags, attrs)));
+    sftp.on('READ', (id, handle, offset, length) => serve(id, () => this.read(id, handle, offset, length)));
+    sftp.on('WRITE', (id, handle, offset, data) => serve(id, () => this.write(id, handle, offset, data)));
+    sftp.on('CLOSE', (id, handle) => serve(id, () => this.close(id, handle)));
+    sftp.on('FSTAT', (id, handle) => serve(id, () => this.fstat(id, handle)));
+    sftp.on('FSETSTAT', (id, handle, attrs) => serve(id, () => this.fsetstat(id, handle, attrs)));
+    sftp.on('STAT', (id, p) => serve(id, () => this.stat(id, p)));
+    sftp.on('LSTAT', (id, p) => serve(id, () => this.lstat(id, p)));
+    sftp.on('SETSTAT', (id, p, attrs) => serve(id, () => this.setstat(id, p, attrs)));
+    sftp.on('OPENDIR', (id, p) => serve(id, () => this.opendir(id, p)));
+    sftp.on('READDIR', (id, handle) => serve(id, () => this.readdir(id, handle)));
+    sftp.on('MKDIR', (id, p, attrs) => serve(id, () => this.mkdir(id, p, attrs)));
+    sftp.on('RMDIR', (id, p) => serve(id, () => this.rmdir(id, p)));
+    sftp.on('REMOVE', (id, p) => serve(id, () => this.remove(id, p)));
+    sftp.on('RENAME', (id, from, to) => serve(id, () => this.rename(id, from, to)));
+    sftp.on('REALPATH', (id, p) => serve(id, () => this.realpath(id, p)));
+    sftp.on('EXTENDED', (id, name, data) => serve(id, () => this.extended(id, name, data)));
     // READLINK and SYMLINK stay unhandled: ssh2 answers OP_UNSUPPORTED (see the file comment).
 
     // ssh2 reports a malformed packet as 'error' and closes the channel itself; without a
     // listener the error would be thrown and take the process down.
     sftp.on('error', () => {});
-    sftp.once('close', () => void this.closeAllHandles());
+    // A client that is done sends EOF and waits for the server to close the channel (OpenSSH's
+    // sftp does; its sftp-server exits on EOF). ssh2 leaves that to us.
+    sftp.on('end', () => {
+      this.clientSentEof = true;
+      this.closeChannelWhenIdle();
+    });
+    sftp.once('close', () => {
+      this.closed = true;
+      void this.closeAllHandles();
+    });
   }
 
   /** Runs one request; whatever it throws becomes the matching SFTP status reply. */
   private reply(id: number, handler: () => Promise<void>): void {
-    handler().catch((err: unknown) => {
-      const { code, message } = statusFor(err);
-      this.sftp.status(id, code, message);
-    });
+    this.requestsInFlight++;
+    handler()
+      .catch((err: unknown) => {
+        const { code, message } = statusFor(err);
+        this.sftp.status(id, code, message);
+      })
+      .finally(() => {
+        this.requestsInFlight--;
+        this.closeChannelWhenIdle();
+      });
+  }
+
+  /** After the client's EOF, close the channel once every reply has been sent. */
+  private closeChannelWhenIdle(): void {
+    if (this.clientSentEof && this.requestsInFlight === 0) this.sftp.end();
   }
 
   private ok(id: number): void {
@@ -582,6 +630,11 @@ class SftpSession {
   // --- handles ---------------------------------------------------------------------------------
 
   private addHandle(open: OpenHandle): Buffer {
+    if (this.closed) {
+      // The client left while this file was being opened: nobody will ever CLOSE it.
+      void closeHandle(open).catch(() => {});
+      throw new SftpError(STATUS_CODE.CONNECTION_LOST, 'Session closed');
+    }
     const number = this.nextHandle++ >>> 0;
     this.handles.set(number, open);
     const handle = Buffer.alloc(4);

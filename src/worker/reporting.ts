@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import { deliverQueuedMail } from '../mail/outbox.js';
 import { queueReport, type EpochReport } from '../mail/report.js';
 import type { EpochReporter } from './run-tenant.js';
-import { errorsCsvName } from './run-tenant.js';
+import { epochIsHeld, errorsCsvName } from './run-tenant.js';
 import { HELD_DIR } from './uploads.js';
 
 export function reporterFor(config: Config): EpochReporter {
@@ -20,7 +20,7 @@ export function reporterFor(config: Config): EpochReporter {
         ? null
         : isKeep
           ? outcome.remotePath
-          : outcome.status === 'held'
+          : epochIsHeld(outcome)
             ? posix.join(tenant.paths.upload, HELD_DIR, outcome.epoch)
             : posix.join(tenant.paths.bak, outcome.epoch);
     const report: EpochReport = {

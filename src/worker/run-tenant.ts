@@ -14,7 +14,7 @@ import type { KindRegistry } from '../import/kinds.js';
 import type { Logger } from '../log.js';
 import { isNoSuchFile, isSafeName, SftpSession } from '../sftp/client.js';
 import { claimIsAbandoned, dropClaim, hasSettled, recordClaim, releaseTenantLock, renewTenantLock, tryLockTenant, workerId } from './leases.js';
-import { COMPLETE, epochName, EPOCH_RE, HELD_DIR, kindForFile, PROCESSING_DIR, promoteLooseFiles, scanUpload } from './uploads.js';
+import { COMPLETE, epochName, EPOCH_RE, HELD_DIR, isPromotable, kindForFile, PROCESSING_DIR, promotedName, promoteLooseFiles, scanUpload } from './uploads.js';
 
 export interface RunOptions {
   reason: 'schedule' | 'now' | 'trigger';
@@ -66,6 +66,12 @@ export interface RunDeps {
 const STATUS_RANK: Record<ImportStatus, number> = { applied: 0, 'applied with errors': 1, held: 2, rejected: 3, failed: 4 };
 export const worstStatus = (statuses: ImportStatus[]): ImportStatus =>
   statuses.reduce<ImportStatus>((w, s) => (STATUS_RANK[s] > STATUS_RANK[w] ? s : w), 'applied');
+
+/**
+ * An epoch with a held file waits in .held for `--force`, whatever its other files did: filed
+ * in bak with a rejected sibling, the held file could never be released.
+ */
+export const epochIsHeld = (outcome: { files: { status: ImportStatus }[] }): boolean => outcome.files.some((f) => f.status === 'held');
 
 export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOptions): Promise<TenantRunResult> {
   const { db, config } = deps;
@@ -137,34 +143,39 @@ class TenantRun {
     const work: { epoch: string; dir: string }[] = [];
     if (!opts.dryRun) work.push(...(await this.abandonedClaims()));
     let scan = await scanUpload(session, this.paths.upload);
-    if (tenant.loose === 'auto' || tenant.loose === 'all') {
-      if (!opts.dryRun) {
-        const { promoted, settling } = await promoteLooseFiles(session, this.deps.db, tenant, scan.loose, this.log);
-        this.result.settling = settling;
-        if (promoted.length) scan = await scanUpload(session, this.paths.upload);
-      }
+    if ((tenant.loose === 'auto' || tenant.loose === 'all') && !opts.dryRun) {
+      const { promoted, settling } = await promoteLooseFiles(session, this.deps.db, tenant, scan.loose, this.log);
+      this.result.settling = settling;
+      if (promoted.length) scan = await scanUpload(session, this.paths.upload);
     }
     this.result.newlyStale = this.noteStaleUploads(scan.incomplete);
     if (opts.force) work.push(...(await this.heldEpochs()));
     for (const epoch of scan.ready) work.push({ epoch, dir: posix.join(this.paths.upload, epoch) });
 
     for (const item of work) {
-      if (opts.signal?.aborted) {
-        this.result.status = 'interrupted';
-        this.result.message = 'stopped before all uploads were processed; the rest stay for the next run';
-        return this.result;
-      }
+      if (this.interrupted()) return this.result;
       const claimed = opts.dryRun ? item.dir : await this.claim(item.epoch, item.dir);
       if (!claimed) continue;
       this.result.epochs.push(await this.processEpoch(item.epoch, claimed));
     }
     if (tenant.loose === 'keep') await this.processKeepFiles(scan.loose);
+    // A dry run moves nothing, so loose files that a real run would promote are checked where they lie.
+    else if (opts.dryRun) await this.previewLooseFiles(scan.loose);
+    if (this.result.status === 'interrupted') return this.result;
     if (this.result.newlyStale.length && this.result.epochs.length === 0 && !opts.dryRun) {
       // Keyed on the first stale epoch: never the same key as that epoch's own report later.
       this.deps.report?.(this.deps.db, tenant, { epoch: `stale-${this.result.newlyStale[0]}`, status: 'applied', files: [], remotePath: null }, this.result.newlyStale, false);
     }
     this.result.status = this.overallStatus();
     return this.result;
+  }
+
+  /** True (and the result says so) once a graceful stop was asked for. */
+  private interrupted(): boolean {
+    if (!this.opts.signal?.aborted) return false;
+    this.result.status = 'interrupted';
+    this.result.message = 'stopped before all uploads were processed; the rest stay for the next run';
+    return true;
   }
 
   private overallStatus(): RunStatus {
@@ -330,7 +341,7 @@ class TenantRun {
           .run(this.result.runId, this.tenant.id, epoch, file, message, this.tenant.options.actor, new Date().toISOString(), new Date().toISOString()).lastInsertRowid,
       );
       result.importId = importId;
-      finish({ importId, status: 'rejected', counts: result.counts, message }, result);
+      finish({ importId, status: 'rejected', counts: result.counts, message, errorsCsv: null, sampleErrors: [] }, result);
     })();
     return result;
   }
@@ -351,7 +362,7 @@ class TenantRun {
     const { session } = this;
     await this.writeResults(dir, outcome);
     await this.appendRemoteLog(epoch, outcome.files);
-    const held = outcome.status === 'held';
+    const held = epochIsHeld(outcome);
     const parent = held ? posix.join(this.paths.upload, HELD_DIR) : this.paths.bak;
     if (posix.dirname(dir) === parent) return dir; // a held epoch being held again
     await session.mkdirp(parent);
@@ -390,9 +401,11 @@ class TenantRun {
     if (!logPath) return;
     try {
       await this.session.mkdirp(posix.dirname(logPath));
+      // One line per file, whatever the file's name or the message hold.
+      const clean = (v: string) => v.replace(/[\r\n\t]+/g, ' ').replace(/"/g, "'");
       const lines = files.map((f) => {
         const c = f.counts;
-        return `${new Date().toISOString()} epoch=${epoch} file=${f.file} status="${f.status}" rows=${c.rows} created=${c.created} updated=${c.updated} unchanged=${c.unchanged} deactivated=${c.deactivated} archived=${c.archived} failed=${c.failed}${f.message ? ` message="${f.message.replace(/"/g, "'")}"` : ''}\n`;
+        return `${new Date().toISOString()} epoch=${epoch} file="${clean(f.file)}" status="${f.status}" rows=${c.rows} created=${c.created} updated=${c.updated} unchanged=${c.unchanged} deactivated=${c.deactivated} archived=${c.archived} failed=${c.failed}${f.contentSha1 ? ` sha1=${f.contentSha1}` : ''}${f.message ? ` message="${clean(f.message)}"` : ''}\n`;
       });
       await this.session.append(logPath, lines.join(''));
     } catch (err) {
@@ -404,18 +417,21 @@ class TenantRun {
    * Keep-in-place files (Agylia's user-import.csv, a roster's students.csv): processed where
    * they lie when their content is new. The SHA1 is remembered here and written to the
    * tenant's tmp folder; deleting that hash file (or --force) makes the next run take it again.
+   * A held file counts as seen too (like an epoch waiting in .held): it is not held again every
+   * run, and `--force` applies it.
    */
   private async processKeepFiles(loose: { name: string; size: number; mtime: number }[]): Promise<void> {
     const { db } = this.deps;
     for (const f of loose) {
+      if (this.interrupted()) return;
       const kind = kindForFile(this.tenant, f.name);
-      if (!kind) continue;
+      if (!kind || !isSafeName(f.name)) continue;
       const remote = posix.join(this.paths.upload, f.name);
+      // Never a file that is still being written: its size and mtime must have stood still.
       if (!hasSettled(db, this.tenant.id, remote, f.size, f.mtime, this.tenant.settleSeconds)) {
         this.result.settling.push(f.name);
         continue;
       }
-      const epoch = epochName(new Date());
       const local = path.join(this.workDir, 'keep', f.name);
       await this.session.download(remote, local);
       const sha1 = await sha1File(local);
@@ -424,44 +440,101 @@ class TenantRun {
         this.log.debug({ file: f.name, sha1 }, `${f.name} has not changed since it was processed; skipped`);
         continue;
       }
-      const outcome: EpochOutcome = { epoch, status: 'applied', files: [], remotePath: remote };
-      const result = await importFile({
-        db,
-        kinds: this.deps.kinds,
-        tenant: this.tenant.id,
-        kind,
-        options: this.tenant.options,
-        encoding: this.tenant.encoding,
-        localPath: local,
-        errorsCsvPath: `${local}.errors.csv`,
-        epoch,
-        file: f.name,
-        runId: this.result.runId,
-        force: this.opts.force,
-        mode: this.opts.dryRun ? 'dry-run' : 'apply',
-        onProgress: (rows) => this.opts.onProgress?.(this.tenant.id, f.name, rows),
-        inTransaction: (recorded) => {
-          if (recorded.status !== 'held') {
-            db.prepare('INSERT OR REPLACE INTO content_hashes (tenant, path, sha1, import_id, seen_at) VALUES (?, ?, ?, ?, ?)').run(
-              this.tenant.id, remote, sha1, recorded.importId, new Date().toISOString(),
-            );
-          }
-          const files = [{ ...this.placeholder(f.name), ...recorded, kind }];
-          this.deps.report?.(db, this.tenant, { ...outcome, files, status: recorded.status }, this.result.newlyStale, false);
-        },
+      const epoch = await this.freeKeepEpoch(f.name);
+      const outcome = await this.importInPlace(epoch, f.name, kind, local, remote, (recorded) => {
+        // Same transaction as the import: the hash is known exactly when the import is recorded.
+        db.prepare('INSERT OR REPLACE INTO content_hashes (tenant, path, sha1, import_id, seen_at) VALUES (?, ?, ?, ?, ?)').run(
+          this.tenant.id, remote, sha1, recorded.importId, new Date().toISOString(),
+        );
       });
-      this.logFileResult(epoch, result);
-      outcome.files.push(result);
-      outcome.status = result.status;
-      this.result.epochs.push(outcome);
-      if (this.opts.dryRun || result.status === 'held') continue;
+      if (this.opts.dryRun) continue;
+      // After the commit. A crash before this line leaves no hash file, so the next run takes
+      // the file again; that is harmless, as the rows already applied come out "unchanged".
       await this.session.mkdirp(this.paths.tmp);
       await this.session.write(hashFile, `${sha1}  ${f.name}\n`);
       const bakDir = posix.join(this.paths.bak, epoch);
       await this.session.mkdirp(bakDir);
       await this.writeResults(bakDir, outcome);
       await this.appendRemoteLog(epoch, outcome.files);
-      outcome.remotePath = remote;
+    }
+  }
+
+  /**
+   * Dry run of an `auto`/`all` tenant: the settled loose files a real run would move into new
+   * epochs are checked in place, under the name they would get, and nothing is moved.
+   */
+  private async previewLooseFiles(loose: { name: string; size: number; mtime: number }[]): Promise<void> {
+    for (const f of loose) {
+      if (this.interrupted()) return;
+      if (!isPromotable(this.tenant, f.name) || !isSafeName(f.name)) continue;
+      const remote = posix.join(this.paths.upload, f.name);
+      if (!hasSettled(this.deps.db, this.tenant.id, remote, f.size, f.mtime, this.tenant.settleSeconds)) {
+        this.result.settling.push(f.name);
+        continue;
+      }
+      const name = promotedName(this.tenant, f.name);
+      const kind = kindForFile(this.tenant, name);
+      const epoch = epochName(new Date());
+      if (!kind) {
+        const message = `misnamed file "${name}"; expected one of ${Object.keys(this.tenant.files).map((n) => `"${n}"`).join(', ')}.`;
+        this.result.epochs.push({ epoch, status: 'rejected', files: [this.rejectedWithoutImport(epoch, name, message)], remotePath: remote });
+        continue;
+      }
+      const local = path.join(this.workDir, 'preview', f.name);
+      await this.session.download(remote, local);
+      await this.importInPlace(epoch, name, kind, local, remote);
+    }
+  }
+
+  /** Imports a file that stays where it is on the host; reports it like a one-file epoch. */
+  private async importInPlace(
+    epoch: string,
+    name: string,
+    kind: string,
+    local: string,
+    remote: string,
+    alsoInTransaction?: (recorded: RecordedImport) => void,
+  ): Promise<EpochOutcome> {
+    const outcome: EpochOutcome = { epoch, status: 'applied', files: [], remotePath: remote };
+    const result = await importFile({
+      db: this.deps.db,
+      kinds: this.deps.kinds,
+      tenant: this.tenant.id,
+      kind,
+      options: this.tenant.options,
+      encoding: this.tenant.encoding,
+      localPath: local,
+      errorsCsvPath: `${local}.errors.csv`,
+      epoch,
+      file: name,
+      runId: this.result.runId,
+      force: this.opts.force,
+      mode: this.opts.dryRun ? 'dry-run' : 'apply',
+      onProgress: (rows) => this.opts.onProgress?.(this.tenant.id, name, rows),
+      inTransaction: (recorded) => {
+        alsoInTransaction?.(recorded);
+        const files = [{ ...this.placeholder(name), ...recorded, kind }];
+        this.deps.report?.(this.deps.db, this.tenant, { ...outcome, files, status: recorded.status }, this.result.newlyStale, false);
+      },
+    });
+    this.logFileResult(epoch, result);
+    outcome.files.push(result);
+    outcome.status = result.status;
+    this.result.epochs.push(outcome);
+    return outcome;
+  }
+
+  /**
+   * A keep-in-place file has no epoch of its own: it gets the current time, moved on past any
+   * second that this file already used (an import record, or a folder in bak).
+   */
+  private async freeKeepEpoch(file: string): Promise<string> {
+    const used = this.deps.db.prepare('SELECT 1 FROM imports WHERE tenant = ? AND epoch = ? AND file = ?');
+    for (let t = Date.now(); ; t += 1000) {
+      const epoch = epochName(new Date(t));
+      if (used.get(this.tenant.id, epoch, file)) continue;
+      if (!this.opts.dryRun && (await this.session.exists(posix.join(this.paths.bak, epoch)))) continue;
+      return epoch;
     }
   }
 

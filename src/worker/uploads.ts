@@ -48,6 +48,11 @@ export function isPromotable(tenant: TenantConfig, name: string): boolean {
   return false;
 }
 
+/** The name a promoted file gets in its epoch: `users_auto.csv` -> `users.csv`; `all` keeps it. */
+export function promotedName(tenant: TenantConfig, name: string): string {
+  return tenant.loose === 'auto' ? name.replace(/_auto\.csv$/i, '.csv') : name;
+}
+
 /**
  * Moves settled loose files into new epochs: `users_auto.csv` -> `<epoch>/users.csv` +
  * `COMPLETE`. The epoch is assembled under a dot-name and renamed into place last, so a crash
@@ -71,7 +76,7 @@ export async function promoteLooseFiles(
       settling.push(f.name);
       continue;
     }
-    const target = tenant.loose === 'auto' ? f.name.replace(/_auto\.csv$/i, '.csv') : f.name;
+    const target = promotedName(tenant, f.name);
     const epoch = await freeEpochName(session, upload);
     const staging = path.join(upload, PROMOTING_PREFIX + epoch);
     await session.mkdirp(staging);

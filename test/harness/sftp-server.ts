@@ -16,8 +16,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import ssh2 from 'ssh2';
-import { startEmbeddedSftpServer } from '../../src/sftp/embedded-server.js';
+import { generateEd25519KeyPair, startEmbeddedSftpServer } from '../../src/sftp/embedded-server.js';
 
 export type SftpServerKind = 'openssh' | 'embedded';
 
@@ -48,9 +47,11 @@ const run = promisify(execFile);
 export function availableSftpServerKinds(): SftpServerKind[] {
   const wanted = process.env.PROVISIONER_TEST_SFTP;
   if (wanted === 'embedded') return ['embedded'];
-  if (wanted === 'openssh') return ['openssh']; // asked for explicitly: fail loudly if sshd is missing
+  if (wanted === 'openssh') return ['openssh']; // asked for explicitly: fail loudly if it cannot run
   if (wanted) throw new Error(`PROVISIONER_TEST_SFTP must be "embedded" or "openssh", not "${wanted}"`);
-  return existsSync(SSHD) ? ['openssh', 'embedded'] : ['embedded'];
+  // sshd with a ChrootDirectory and a root login needs root, as in CI.
+  const canRunSshd = existsSync(SSHD) && process.getuid?.() === 0;
+  return canRunSshd ? ['openssh', 'embedded'] : ['embedded'];
 }
 
 export async function startTestSftpServer(kind: SftpServerKind): Promise<TestSftpServer> {
@@ -65,13 +66,18 @@ async function startEmbedded(): Promise<TestSftpServer> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), 'provisioner-sftp-root-'));
   // Keys live outside root, so the SFTP user cannot see them.
   const keysDir = await fs.mkdtemp(path.join(os.tmpdir(), 'provisioner-sftp-keys-'));
-  const clientKey = ssh2.utils.generateKeyPairSync('ed25519');
+  const clientKey = generateEd25519KeyPair();
   const privateKeyPath = path.join(keysDir, 'id_ed25519');
   await fs.writeFile(privateKeyPath, clientKey.private, { mode: 0o600 });
 
   const username = 'tenant';
   const password = randomBytes(12).toString('base64url');
-  const server = await startEmbeddedSftpServer({ root, username, password, authorizedKey: clientKey.public, host: HOST });
+  const server = await startEmbeddedSftpServer({ root, username, password, authorizedKey: clientKey.public, host: HOST }).catch(
+    async (err: unknown) => {
+      await removeDirs(root, keysDir);
+      throw err;
+    },
+  );
 
   return {
     kind: 'embedded',

@@ -18,7 +18,8 @@ export interface TestSmtpServer {
   stop(): Promise<void>;
 }
 
-export async function startTestSmtpServer(): Promise<TestSmtpServer> {
+/** `port`: listen on this port (to bring a server back where a stopped one was); default a free one. */
+export async function startTestSmtpServer(opts: { port?: number } = {}): Promise<TestSmtpServer> {
   const messages: ReceivedMessage[] = [];
   let reject = 0;
   const server = new SMTPServer({
@@ -43,7 +44,7 @@ export async function startTestSmtpServer(): Promise<TestSmtpServer> {
   });
   await new Promise<void>((resolve, reject) => {
     server.server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   const port = (server.server.address() as AddressInfo).port;
   return {
