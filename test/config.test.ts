@@ -19,9 +19,9 @@ function problemsOf(fn: () => unknown): string[] {
 
 describe('configuration', () => {
   it('config.example.yaml validates and documents every tenant key', () => {
-    const env = { LINCOLN_SFTP_PASSWORD: 'x', ROSTER_SFTP_PASSWORD: 'x', AGYLIA_API_KEY: 'x', OPSCOM_SFTP_PASSWORD: 'x' };
+    const env = { LINCOLN_SFTP_PASSWORD: 'x', JEFFERSON_SFTP_PASSWORD: 'x', ACME_SFTP_PASSWORD: 'x', UNIPARKING_SFTP_PASSWORD: 'x' };
     const config = loadConfig(example, env);
-    expect(config.tenants.length).toBeGreaterThan(0);
+    expect(config.tenants.map((t) => t.id)).toEqual(['lincoln-usd', 'jefferson-sd', 'acme-learning', 'uni-parking']);
     const lincoln = config.tenants.find((t) => t.id === 'lincoln-usd')!;
     expect(lincoln.sftp.password).toBe('x');
     expect(lincoln.paths).toEqual({ upload: '/upload', bak: '/upload/bak', tmp: '/tmp', log: undefined });

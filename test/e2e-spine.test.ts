@@ -2,7 +2,7 @@
 // one), real SQLite and the real CLI: what a district uploads, what the worker leaves behind.
 import fs from 'node:fs';
 import Papa from 'papaparse';
-import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { csv, World } from './harness/world.js';
 
@@ -10,17 +10,13 @@ const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 
 describe.each(availableSftpServerKinds())('spine on %s sftp', (kind) => {
   let world: World;
-  let failed = false;
   beforeEach(async (ctx) => {
-    failed = false;
-    onTestFailed(() => {
-      failed = true;
-    });
     world = await World.start(kind, `${kind}-${ctx.task.name}`);
     world.addTenant('lincoln');
   });
-  afterEach(async () => {
-    await world.stop(failed);
+  // vitest 4 runs afterEach before onTestFailed: read the result from the task itself.
+  afterEach(async (ctx) => {
+    await world.stop(ctx.task.result?.state === 'fail');
   });
 
   it('applies a ready epoch, files it in bak with result.json and errors.csv, and exits 1 for row errors', async () => {

@@ -9,9 +9,11 @@
  *
  * Confinement: every path is normalised lexically (`/../x` is `/x`, as in POSIX and in a chroot),
  * then resolved on disk; a path whose real location (following symlinks) is outside the root is
- * refused with PERMISSION_DENIED. SYMLINK and hard-link requests are not implemented, so a client
- * cannot create links itself, and so cannot race these checks; only someone with local access to
- * the root can put a symlink there.
+ * refused with PERMISSION_DENIED. Unlike a chroot, a symlink's absolute target is not reread
+ * inside the root: it is simply refused when it points outside. SYMLINK, READLINK and hard-link
+ * requests are not implemented, so clients cannot make links; only someone with local access to
+ * the root can. (The check-then-use is not atomic, so a root that must stay sealed should hold no
+ * symlink pointing out of it: a client could rename one into a path being resolved.)
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { constants as fsConstants, type Dir, type Stats } from 'node:fs';
