@@ -38,11 +38,30 @@ export interface Measurement {
   polledTreeRssBytes: number;
 }
 
-/** The child currently running, so that a signal handler can stop it. */
-let current: ChildProcess | undefined;
+/** The child currently running (leader of its own process group), so that a signal handler can stop it. */
+let current: { child: ChildProcess; closed: Promise<unknown> } | undefined;
 
-export function killCurrentChild(): void {
-  if (current && current.exitCode === null && current.signalCode === null) current.kill('SIGTERM');
+/**
+ * Stops the running child and everything it started (GNU time's child, sftp's ssh): SIGTERM to
+ * its process group, SIGKILL two seconds later (a CLI busy in a synchronous SQLite transaction
+ * only dies of that). Resolves once it is gone.
+ */
+export async function killCurrentChild(): Promise<void> {
+  const running = current;
+  if (!running?.child.pid) return;
+  const group = -running.child.pid;
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(group, name);
+    } catch {
+      // already gone
+    }
+  };
+  signal('SIGTERM');
+  const timer = setTimeout(() => signal('SIGKILL'), 2000);
+  await running.closed.catch(() => undefined);
+  clearTimeout(timer);
+  signal('SIGKILL'); // anything in the group that outlived the leader
 }
 
 export async function measure(command: string, args: string[], opts: MeasureOptions): Promise<Measurement> {
@@ -55,8 +74,8 @@ export async function measure(command: string, args: string[], opts: MeasureOpti
   let tree = 0;
   const started = performance.now();
   try {
-    const child = spawn(cmd, argv, { cwd: opts.cwd, env: opts.env, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', out, err] });
-    current = child;
+    // Its own process group: a stop reaches the grandchildren too (see killCurrentChild).
+    const child = spawn(cmd, argv, { cwd: opts.cwd, env: opts.env, detached: true, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', out, err] });
     const poll = () => {
       if (child.pid === undefined) return;
       let sum = 0;
@@ -74,6 +93,7 @@ export async function measure(command: string, args: string[], opts: MeasureOpti
       child.once('error', reject);
       child.once('close', (code, signal) => resolve({ code, signal }));
     });
+    current = { child, closed: exited };
     if (opts.stdin !== undefined) {
       child.stdin?.on('error', () => undefined); // the child may exit without reading it all
       child.stdin?.end(opts.stdin);

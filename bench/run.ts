@@ -102,21 +102,38 @@ function withCleanup(fn: () => void): () => void {
   return run;
 }
 
-async function cleanupAll(): Promise<void> {
-  while (cleanups.length) {
-    try {
-      await cleanups.pop()!();
-    } catch (err) {
-      process.stderr.write(`bench: cleanup failed: ${(err as Error).message}\n`);
+let cleaning: Promise<void> | undefined;
+
+/** Runs every registered cleanup, newest first; every caller awaits the same single pass. */
+function cleanupAll(): Promise<void> {
+  cleaning ??= (async () => {
+    while (cleanups.length) {
+      try {
+        await cleanups.pop()!();
+      } catch (err) {
+        process.stderr.write(`bench: cleanup failed: ${(err as Error).message}\n`);
+      }
     }
-  }
+  })();
+  return cleaning;
+}
+
+/** Set by Ctrl-C or SIGTERM: no further step starts and no results are written. */
+let interrupted = false;
+
+class Interrupted extends Error {}
+
+function checkInterrupted(): void {
+  if (interrupted) throw new Interrupted('interrupted');
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
+    interrupted = true;
     process.stderr.write(`\nbench: ${sig}; stopping and cleaning up\n`);
-    killCurrentChild();
-    void cleanupAll().finally(() => process.exit(130));
+    void killCurrentChild()
+      .then(cleanupAll)
+      .finally(() => process.exit(130));
   });
 }
 
@@ -182,18 +199,22 @@ async function benchSize(server: TestSftpServer, flags: Flags, rows: number): Pr
   try {
     const genStart = Date.now();
     const bytes = await writeUsersCsv(source, rows);
+    checkInterrupted();
     say(`  generated ${fmt(rows)} rows, ${mb(bytes)} MB, in ${round((Date.now() - genStart) / 1000, 1)} s`);
 
     const baselineRuns: BaselineRun[] = [];
     const provisionerRuns: ProvisionerRun[] = [];
     let profile: ProfileSummary | undefined;
     for (let rep = 1; rep <= flags.repeat; rep++) {
+      checkInterrupted();
       if (flags.repeat > 1) say(`  run ${rep} of ${flags.repeat}`);
       if (flags.baseline) {
         const b = await runBaseline(server, `/source/${path.basename(source)}`, rows, problems);
         if (b) baselineRuns.push(b);
       }
+      checkInterrupted();
       const p = await runProvisioner(server, flags, source, rows, problems);
+      checkInterrupted();
       provisionerRuns.push(p.run);
       profile ??= p.profile;
     }
@@ -305,6 +326,7 @@ async function runBaseline(server: TestSftpServer, remoteFile: string, rows: num
       ],
       { cwd: dir, stdoutFile: path.join(dir, 'sftp.stdout'), stderrFile: path.join(dir, 'sftp.stderr') },
     );
+    checkInterrupted();
     if (sftp.code !== 0 || !existsSync(local)) {
       problems.push(`baseline sftp exited with ${sftp.code ?? sftp.signal}:\n${tail(path.join(dir, 'sftp.stderr'))}`);
       return null;
@@ -324,6 +346,7 @@ async function runBaseline(server: TestSftpServer, remoteFile: string, rows: num
       stdoutFile: path.join(dir, 'sqlite3.stdout'),
       stderrFile: path.join(dir, 'sqlite3.stderr'),
     });
+    checkInterrupted();
     if (sqlite.code !== 0) {
       problems.push(`baseline sqlite3 exited with ${sqlite.code ?? sqlite.signal}:\n${tail(path.join(dir, 'sqlite3.stderr'))}`);
       return null;
@@ -430,6 +453,7 @@ async function main(): Promise<number> {
   say(`bench: ${flags.server} SFTP server on loopback, sizes ${flags.sizes.map(fmt).join(', ')} rows`);
   const server = await startTestSftpServer(flags.server);
   cleanups.push(() => server.stop());
+  say(`bench: server on ${server.host}:${server.port}, root ${server.root}`);
   const results: SizeResult[] = [];
   try {
     for (const rows of flags.sizes) {
@@ -510,6 +534,7 @@ main().then(
     process.exitCode = code;
   },
   async (err: unknown) => {
+    if (err instanceof Interrupted) return; // the signal handler cleans up and exits
     await cleanupAll();
     process.stderr.write(`bench: ${(err as Error)?.stack ?? String(err)}\n`);
     process.exitCode = 1;

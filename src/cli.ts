@@ -2,7 +2,7 @@
 // The command line. Typed errors thrown anywhere below are caught here, once, and mapped to
 // exit codes: 2 usage or configuration, 3 remote or processing failure.
 import { Command, CommanderError, Option } from 'commander';
-import { errorMessage, ExitCode, ProvisionerError } from './errors.js';
+import { ConfigError, errorMessage, ExitCode, ProvisionerError } from './errors.js';
 import { doctorCommand } from './commands/doctor.js';
 import { runNow } from './commands/run-now.js';
 import { statusCommand } from './commands/status.js';
@@ -40,6 +40,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
         setExit(await runNow({ config: cfg(), ...opts }));
         return;
       }
+      const onlyNow = [opts.force && '--force', opts.dryRun && '--dry-run', opts.json && '--json'].filter(Boolean);
+      if (onlyNow.length) throw new ConfigError(`${onlyNow.join(', ')} ${onlyNow.length > 1 ? 'apply' : 'applies'} only to \`run --now\`; the daemon (\`run\`) takes --tenant only`);
       const { runDaemon } = await import('./daemon.js');
       setExit(await runDaemon({ config: cfg(), tenant: opts.tenant }));
     });

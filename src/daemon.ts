@@ -25,7 +25,7 @@ export async function runDaemon(flags: { config?: string; tenant?: string[] }): 
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
-    daemon = new Daemon(app, { tenants: daemonTenants(app.config, flags.tenant) });
+    daemon = new Daemon(app, { tenants: daemonTenants(app.config, flags.tenant), threads: true });
     await daemon.start();
     const signal = await stopRequested;
     app.log.info(`${signal} received: stopping (no new runs; the runs in hand finish first)`);

@@ -62,7 +62,7 @@ describe(`daemon on ${kind} sftp`, () => {
     expect(world.exists('/lincoln/upload/bak/20240101-020000/result.json')).toBe(true);
     expect(smtp.messages[0].to).toEqual(['it@lincoln.example']);
     expect(smtp.messages[0].raw.toString()).toContain('errors.csv');
-    expect(count(world, "SELECT count(*) AS n FROM runs WHERE reason = 'schedule' AND status = 'errors'")).toBe(1);
+    await waitFor('the run to be recorded', () => count(world, "SELECT count(*) AS n FROM runs WHERE reason = 'schedule' AND status = 'errors'") === 1, 5000);
 
     // Later ticks find nothing to do and send nothing more.
     await new Promise((r) => setTimeout(r, 2000));
@@ -196,6 +196,29 @@ describe(`daemon on ${kind} sftp`, () => {
       await hole.stop();
     }
   }, 60_000);
+
+  it("runs each tenant on its own thread: another tenant's large apply delays it but does not fail it", async () => {
+    world.addTenant('big', { schedule: NEVER_SOON, notify: { when: 'never' } });
+    // A short timeout: on a shared event loop, the big apply would outlast this tenant's handshake.
+    world.addTenant('small', { schedule: NEVER_SOON, notify: { when: 'never' } });
+    (world.tenantConfig('small') as { sftp: Record<string, unknown> }).sftp.timeoutSeconds = 3;
+    world.writeConfig();
+    world.putEpoch('big', '20240101-020000', { 'users.csv': `${HEADER}\n${rows(100_000).join('\n')}\n` });
+    world.putEpoch('small', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,Ada,Lovelace,ada@small.example,teacher,100,1') });
+    const d = start();
+    await started(d);
+    expect((await world.cli(['trigger', '--tenant', 'big'])).code).toBe(0);
+    await waitFor('the big claim', () => fs.existsSync(world.remote('/big/upload/.processing/20240101-020000')), 20_000, 5);
+    const r = await world.cli(['trigger', '--tenant', 'small', '--wait', '--json']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)[0]).toMatchObject({ tenant: 'small', status: 'ok' });
+    await waitFor('the big run to finish', () => count(world, "SELECT count(*) AS n FROM runs WHERE tenant = 'big' AND finished_at IS NOT NULL") === 1, 60_000, 100);
+    expect(world.query('SELECT tenant, status FROM runs ORDER BY tenant')).toEqual([
+      { tenant: 'big', status: 'ok' },
+      { tenant: 'small', status: 'ok' },
+    ]);
+    expect(await d.stop()).toBe(0);
+  }, 120_000);
 
   it('keeps the report queued through an SMTP outage and delivers it exactly once when the server is back', async () => {
     const port = await freePort();

@@ -10,11 +10,12 @@ import type { Db } from '../db/database.js';
 import { errorMessage } from '../errors.js';
 import type { KindRegistry } from '../import/kinds.js';
 import type { Logger } from '../log.js';
-import { ownerIsAlive } from '../worker/leases.js';
+import { ownerIsAlive, workerId } from '../worker/leases.js';
 import { deliverMail, reporterFor } from '../worker/reporting.js';
 import { runTenant, type TenantRunResult } from '../worker/run-tenant.js';
 import { beat, HEARTBEAT_MS, liveDaemons, registerDaemon, unregisterDaemon } from './daemons.js';
 import { RunQueue, type Job } from './run-queue.js';
+import { RunThreads } from './run-thread.js';
 import { nextRunOf, scheduleTask } from './schedule.js';
 import { finishTriggers, pendingTriggers, pickUpTrigger, recoverOrphanedTriggers, releaseTriggers } from './triggers.js';
 
@@ -33,6 +34,11 @@ export interface DaemonOptions {
   heartbeatMs?: number;
   /** How often to retry queued mail (default: mail.retrySeconds, at most 60 s). */
   mailRetryMs?: number;
+  /**
+   * Run each tenant on a worker thread (`provisioner run` does). Off, runs share this thread:
+   * fine for tests, but one large apply then stalls every other tenant's SFTP traffic.
+   */
+  threads?: boolean;
 }
 
 type State = 'new' | 'running' | 'stopping' | 'stopped';
@@ -44,7 +50,9 @@ export class Daemon {
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly abort = new AbortController();
   private readonly queue: RunQueue;
+  private readonly threads: RunThreads | undefined;
   private readonly log: Logger;
+  private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private mailPass: Promise<void> | undefined;
 
@@ -56,6 +64,22 @@ export class Daemon {
     this.served = new Map(tenants.map((t) => [t.id, t]));
     this.log = deps.log.child({ component: 'daemon' });
     this.queue = new RunQueue(deps.config.concurrency, (job) => this.execute(job));
+    const { config } = deps;
+    this.threads = opts.threads
+      ? new RunThreads(
+          {
+            config,
+            logFormat: config.log.format === 'auto' ? (process.stderr.isTTY ? 'pretty' : 'json') : config.log.format,
+            // Applying a large file holds SQLite's write lock for as long as it takes; the
+            // other threads wait for it rather than fail. (Waiting past leaseSeconds lets the
+            // tenant lock lapse; claims and the applied-once index still keep uploads safe.)
+            busyTimeoutMs: 30 * 60_000,
+          },
+          this.log,
+        )
+      : undefined;
+    // Mail bookkeeping waits for the lock too: "sent" must be recorded once the server took it.
+    if (this.threads) deps.db.pragma('busy_timeout = 120000');
   }
 
   get isRunning(): boolean {
@@ -67,11 +91,17 @@ export class Daemon {
     return [...this.served.values()].map((t) => ({ tenant: t.id, nextRun: nextRunOf(t, this.tasks.get(t.id)) }));
   }
 
-  async start(): Promise<void> {
-    if (this.state !== 'new') return;
-    this.state = 'running';
+  start(): Promise<void> {
+    if (this.state === 'new') {
+      this.state = 'running';
+      this.starting = this.startUp();
+    }
+    return this.starting ?? Promise.resolve();
+  }
+
+  private async startUp(): Promise<void> {
     const { db, config } = this.deps;
-    const others = liveDaemons(db);
+    const others = liveDaemons(db).filter((d) => d.owner !== workerId);
     registerDaemon(db, [...this.served.keys()]);
     if (others.length) {
       this.log.warn(
@@ -87,7 +117,7 @@ export class Daemon {
       await task.start();
     }
     this.every(this.opts.triggerPollMs ?? 1000, () => this.pollTriggers());
-    this.every(this.opts.heartbeatMs ?? HEARTBEAT_MS, () => beat(db));
+    this.every(this.opts.heartbeatMs ?? HEARTBEAT_MS, () => this.unlessLocked(() => beat(db)));
     this.every(this.opts.mailRetryMs ?? Math.min(60, config.mail.retrySeconds ?? 30) * 1000, () => this.retryMail());
 
     const schedule = this.nextRuns().map(({ tenant, nextRun }) => {
@@ -118,6 +148,7 @@ export class Daemon {
 
   private async shutDown(): Promise<void> {
     this.state = 'stopping';
+    await this.starting?.catch(() => {}); // a stop during start-up waits for it to finish
     const { db } = this.deps;
     for (const t of this.timers) clearInterval(t);
     for (const task of this.tasks.values()) {
@@ -131,7 +162,9 @@ export class Daemon {
       this.log.info({ running: this.queue.running }, `stopping: waiting for ${this.queue.running} run(s) in hand to finish (a second signal exits at once)`);
     }
     this.abort.abort();
+    this.threads?.abort();
     await this.queue.idle();
+    await this.threads?.close();
     await this.mailPass;
     this.safely('unregister', () => unregisterDaemon(db));
     this.state = 'stopped';
@@ -147,16 +180,13 @@ export class Daemon {
   private async execute(job: Job): Promise<void> {
     const { tenant } = job;
     const signal = this.abort.signal;
+    // A trigger is an explicit request: wait for a `run --now` elsewhere rather than drop it.
+    const opts = { reason: job.reason, waitForLockSeconds: job.reason === 'trigger' ? this.deps.config.leaseSeconds : 0 };
     let result: TenantRunResult;
     try {
-      result = await runTenant({ ...this.deps, report: reporterFor(this.deps.config) }, tenant, {
-        reason: job.reason,
-        force: false,
-        dryRun: false,
-        signal,
-        // A trigger is an explicit request: wait for a `run --now` elsewhere rather than drop it.
-        waitForLockSeconds: job.reason === 'trigger' ? this.deps.config.leaseSeconds : 0,
-      });
+      result = this.threads
+        ? await this.threads.run(tenant.id, opts)
+        : await runTenant({ ...this.deps, report: reporterFor(this.deps.config) }, tenant, { ...opts, force: false, dryRun: false, signal });
     } catch (err) {
       // runTenant records its own failures; this is the database itself failing.
       this.log.error({ tenant: tenant.id, err: errorMessage(err) }, `run of ${tenant.id} failed: ${errorMessage(err)}`);
@@ -165,7 +195,7 @@ export class Daemon {
     if (result.status === 'busy') this.log.info({ tenant: tenant.id }, result.message ?? `${tenant.id} is busy`);
     if (job.triggers.length) {
       const handBack = signal.aborted && (result.status === 'interrupted' || result.status === 'busy');
-      this.safely('record triggers', () =>
+      await this.persist('record the triggers', () =>
         handBack ? releaseTriggers(this.deps.db, job.triggers) : finishTriggers(this.deps.db, job.triggers, result),
       );
     }
@@ -178,7 +208,7 @@ export class Daemon {
     this.safely('poll triggers', () => {
       for (const t of pendingTriggers(this.deps.db)) {
         const tenant = this.served.get(t.tenant);
-        if (!tenant || !pickUpTrigger(this.deps.db, t.id)) continue;
+        if (!tenant || !this.unlessLocked(() => pickUpTrigger(this.deps.db, t.id))) continue;
         this.log.info({ tenant: tenant.id, trigger: t.id, requestedBy: t.requested_by }, `trigger ${t.id} from ${t.requested_by ?? 'unknown'}: running ${tenant.id} now`);
         this.enqueue(tenant, 'trigger', [t.id]);
       }
@@ -219,6 +249,42 @@ export class Daemon {
   private every(ms: number, fn: () => void): void {
     const timer = setInterval(() => this.safely('timer', fn), ms);
     this.timers.push(timer);
+  }
+
+  /**
+   * Runs a housekeeping write unless another thread holds the write lock (a large apply can
+   * hold it for minutes); then returns undefined at once instead of freezing this thread.
+   */
+  private unlessLocked<T>(fn: () => T): T | undefined {
+    const { db } = this.deps;
+    const wait = db.pragma('busy_timeout', { simple: true }) as number;
+    db.pragma('busy_timeout = 0');
+    try {
+      return fn();
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_BUSY') return undefined;
+      throw err;
+    } finally {
+      db.pragma(`busy_timeout = ${wait}`);
+    }
+  }
+
+  /** A write someone waits for (`trigger --wait`): retried every second while the database is locked. */
+  private async persist(what: string, fn: () => void): Promise<void> {
+    const giveUp = Date.now() + 60 * 60_000;
+    for (;;) {
+      try {
+        if (this.unlessLocked(() => (fn(), true))) return;
+      } catch (err) {
+        this.log.error({ err: errorMessage(err) }, `${what}: ${errorMessage(err)}`);
+        return;
+      }
+      if (Date.now() > giveUp) {
+        this.log.error(`${what}: the database stayed locked for an hour; giving up`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
   }
 
   /** Housekeeping must never bring the daemon down (e.g. SQLITE_BUSY while another process writes). */

@@ -1,14 +1,20 @@
 // The daemons table (migration 2): each running `provisioner run` keeps a row with a heartbeat,
 // so that `trigger` can tell a support engineer whether anyone will act on the request, and
-// `status` can say whether the service is up. The heartbeat alone decides across machines; on
-// this machine a dead pid settles it at once (a killed daemon never writes stopped_at).
+// `status` can say whether the service is up. On this machine the pid settles it (a killed
+// daemon never writes stopped_at); across machines only the heartbeat can.
+import os from 'node:os';
 import type { Db } from '../db/database.js';
 import { ownerIsAlive, workerId } from '../worker/leases.js';
 
 /** How often a daemon writes its heartbeat. */
 export const HEARTBEAT_MS = 5_000;
-/** A daemon whose heartbeat is older than this is taken for dead. */
-export const HEARTBEAT_STALE_MS = 20_000;
+/** A daemon on another machine whose heartbeat is older than this is taken for dead. */
+export const HEARTBEAT_STALE_MS = 60_000;
+/**
+ * On this machine a live pid is trusted much longer: applying a large file is one synchronous
+ * SQLite transaction, during which the daemon cannot beat; it is busy, not gone.
+ */
+const SAME_HOST_STALE_MS = 30 * 60_000;
 
 export interface DaemonInfo {
   owner: string;
@@ -42,8 +48,12 @@ export function unregisterDaemon(db: Db): void {
   db.prepare('UPDATE daemons SET stopped_at = ? WHERE owner = ?').run(new Date().toISOString(), workerId);
 }
 
-const isLive = (row: DaemonRow, now: number): boolean =>
-  row.stopped_at === null && now - Date.parse(row.heartbeat_at) < HEARTBEAT_STALE_MS && ownerIsAlive(row.owner);
+function isLive(row: DaemonRow, now: number): boolean {
+  if (row.stopped_at !== null) return false;
+  const age = now - Date.parse(row.heartbeat_at);
+  const here = row.owner.slice(0, row.owner.lastIndexOf(':')) === os.hostname();
+  return here ? ownerIsAlive(row.owner) && age < SAME_HOST_STALE_MS : age < HEARTBEAT_STALE_MS;
+}
 
 /** Daemons that appear to be running now, oldest first. */
 export function liveDaemons(db: Db): DaemonInfo[] {

@@ -1,0 +1,89 @@
+// The daemon's parts in-process: the run queue's rules, and the Daemon class started and
+// stopped from a test (idempotent), against a real SFTP server and real SQLite.
+import { afterEach, describe, expect, it } from 'vitest';
+import { openApp } from '../src/app.js';
+import type { TenantConfig } from '../src/config.js';
+import { Daemon } from '../src/service/daemon.js';
+import { liveDaemons } from '../src/service/daemons.js';
+import { RunQueue, type Job } from '../src/service/run-queue.js';
+import { nextRunOf } from '../src/service/schedule.js';
+import { readTrigger, requestTrigger } from '../src/service/triggers.js';
+import { waitFor } from './harness/daemon.js';
+import { csv, World } from './harness/world.js';
+
+const tenant = (id: string, over: Partial<TenantConfig> = {}) => ({ id, enabled: true, schedule: '0 2 * * *', timezone: 'UTC', ...over }) as TenantConfig;
+
+describe('run queue', () => {
+  it('runs at most `limit` tenants at once, never one tenant twice, and merges waiting requests', async () => {
+    const started: string[] = [];
+    const release = new Map<string, () => void>();
+    let peak = 0;
+    let active = 0;
+    const q = new RunQueue(2, (job: Job) => {
+      started.push(`${job.tenant.id}:${job.reason}:${job.triggers.join(',')}`);
+      peak = Math.max(peak, ++active);
+      return new Promise<void>((resolve) => release.set(job.tenant.id, () => { active--; resolve(); }));
+    });
+    expect(q.add({ tenant: tenant('a'), reason: 'schedule', triggers: [] })).toBe('queued');
+    expect(q.add({ tenant: tenant('b'), reason: 'schedule', triggers: [] })).toBe('queued');
+    expect(q.add({ tenant: tenant('c'), reason: 'schedule', triggers: [] })).toBe('queued');
+    expect(q.add({ tenant: tenant('a'), reason: 'schedule', triggers: [] })).toBe('skipped'); // a runs already
+    expect(q.add({ tenant: tenant('a'), reason: 'trigger', triggers: [7] })).toBe('queued'); // a follow-up run
+    expect(q.add({ tenant: tenant('a'), reason: 'trigger', triggers: [8] })).toBe('merged');
+    expect(q.add({ tenant: tenant('c'), reason: 'trigger', triggers: [9] })).toBe('merged'); // joins c's waiting run
+    expect(started).toEqual(['a:schedule:', 'b:schedule:']);
+    release.get('a')!();
+    await waitFor('c to start', () => started.length === 3);
+    // c has waited longest, so it takes a's place; a's follow-up waits for the next free lane (limit 2).
+    expect(started[2]).toBe('c:trigger:9');
+    release.get('b')!();
+    await waitFor('a again', () => started.length === 4);
+    expect(started[3]).toBe('a:trigger:7,8');
+    expect(peak).toBe(2);
+    expect(q.close()).toEqual([]);
+    expect(q.add({ tenant: tenant('d'), reason: 'schedule', triggers: [] })).toBe('closed');
+    release.get('c')!();
+    release.get('a')!();
+    await q.idle();
+  });
+
+  it('computes the next run in the tenant time zone', () => {
+    const next = nextRunOf(tenant('a', { schedule: '30 6 * * *', timezone: 'Asia/Kolkata' }))!;
+    expect(next.toISOString()).toMatch(/T01:00:00\.000Z$/); // 06:30 IST is 01:00 UTC
+    expect(nextRunOf(tenant('a', { enabled: false }))).toBeNull();
+  });
+});
+
+describe('Daemon in-process', () => {
+  let world: World | undefined;
+  afterEach(async () => {
+    await world?.stop(false);
+    world = undefined;
+  });
+
+  it('starts and stops idempotently, and answers a trigger', async () => {
+    world = await World.start('embedded', 'daemon-in-process');
+    world.addTenant('lincoln', { schedule: '0 0 1 1 *' });
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv('user_id,first_name,last_name,email', 'u1,Ada,Lovelace,ada@lincoln.example') });
+    const app = openApp(world.configPath, 'silent');
+    try {
+      const daemon = new Daemon(app, { triggerPollMs: 100 });
+      await Promise.all([daemon.start(), daemon.start()]);
+      expect(daemon.isRunning).toBe(true);
+      expect(liveDaemons(app.db).map((d) => d.tenants)).toEqual([['lincoln']]);
+      expect(daemon.nextRuns()[0].nextRun?.toISOString()).toMatch(/-01-01T00:00:00\.000Z$/);
+      const id = requestTrigger(app.db, 'lincoln', 'test@here');
+      await waitFor('the trigger to finish', () => readTrigger(app.db, id)?.finished_at, 15_000);
+      expect(readTrigger(app.db, id)).toMatchObject({ status: 'ok', requested_by: 'test@here' });
+      expect(world.exists('/lincoln/upload/bak/20240101-020000/result.json')).toBe(true);
+      await Promise.all([daemon.stop(), daemon.stop()]);
+      await daemon.stop();
+      expect(daemon.isRunning).toBe(false);
+      expect(liveDaemons(app.db)).toEqual([]);
+      await daemon.start(); // a stopped daemon stays stopped
+      expect(daemon.isRunning).toBe(false);
+    } finally {
+      app.close();
+    }
+  });
+});
