@@ -96,8 +96,9 @@ describe(`daemon on ${kind} sftp`, () => {
     const pickup = Date.parse(String(trigger.picked_up_at)) - Date.parse(String(trigger.requested_at));
     const done = Date.parse(String(trigger.finished_at)) - Date.parse(String(trigger.requested_at));
     process.stderr.write(`[trigger latency on ${kind}] picked up after ${pickup} ms, processed after ${done} ms, trigger --wait took ${elapsed} ms\n`);
-    expect(pickup).toBeLessThan(2000);
-    expect(done).toBeLessThan(5000);
+    // Polled every second; the slack is for a loaded CI machine.
+    expect(pickup).toBeLessThan(3000);
+    expect(done).toBeLessThan(10_000);
     expect(count(world, "SELECT count(*) AS n FROM runs WHERE reason = 'trigger'")).toBe(1);
     expect(count(world, "SELECT count(*) AS n FROM runs WHERE tenant = 'jefferson'")).toBe(0);
     await waitFor('the report', () => smtp!.messages.length === 1, 10_000);
@@ -185,7 +186,8 @@ describe(`daemon on ${kind} sftp`, () => {
       await new Promise((r) => setTimeout(r, 1500));
       const t0 = Date.now();
       world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,teacher,100,1') });
-      await waitFor('lincoln to be processed', () => world.exists('/lincoln/upload/bak/20240101-020000/result.json'), 5000);
+      // Well inside the hanging tenant's 30 s timeout: it did not have to wait for that one.
+      await waitFor('lincoln to be processed', () => world.exists('/lincoln/upload/bak/20240101-020000/result.json'), 10_000);
       process.stderr.write(`[unreachable neighbours on ${kind}] lincoln processed ${Date.now() - t0} ms after its upload\n`);
       expect(count(world, "SELECT count(*) AS n FROM runs WHERE tenant = 'gone' AND status = 'failed'")).toBeGreaterThan(0);
       expect(count(world, "SELECT count(*) AS n FROM runs WHERE tenant = 'hanging' AND status = 'running'")).toBe(1);
