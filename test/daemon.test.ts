@@ -73,6 +73,18 @@ describe(`daemon on ${kind} sftp`, () => {
     if (world.server.password) expect(d.output()).not.toContain(world.server.password);
   });
 
+  it('looks again once a loose file has had time to settle, instead of waiting for the next scheduled run', async () => {
+    world.addTenant('lincoln', { schedule: NEVER_SOON, settleSeconds: 2 });
+    const d = start();
+    await started(d);
+    world.putFile('/lincoln/upload/users_auto.csv', csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,teacher,100,1'));
+    const trigger = await world.cli(['trigger', '--tenant', 'lincoln']);
+    expect(trigger.code, trigger.stderr).toBe(0);
+    await waitFor('the settle follow-up', () => d.output().includes('still settling; looking again in 3 s'), 15_000);
+    await waitFor('the auto file to be applied', () => count(world, "SELECT count(*) AS n FROM users WHERE external_id = 'u1'") === 1, 15_000);
+    expect(world.exists('/lincoln/upload/users_auto.csv')).toBe(false);
+  });
+
   it('processes a triggered tenant within seconds, and trigger --wait prints the result', async () => {
     smtp = await startTestSmtpServer();
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: smtp.url });

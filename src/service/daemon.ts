@@ -150,7 +150,7 @@ export class Daemon {
     this.state = 'stopping';
     await this.starting?.catch(() => {}); // a stop during start-up waits for it to finish
     const { db } = this.deps;
-    for (const t of this.timers) clearInterval(t);
+    for (const t of this.timers) clearTimeout(t);
     for (const task of this.tasks.values()) {
       await task.stop();
       await task.destroy();
@@ -201,6 +201,22 @@ export class Daemon {
     }
     // On the way down, mail stays queued for the next start rather than hold up the stop.
     if (!signal.aborted && result.runId !== null) await deliverMail(this.deps, tenant.id);
+    if (result.settling.length) this.followUpWhenSettled(tenant, result.settling);
+  }
+
+  /**
+   * A loose file seen for the first time is taken only once it has stayed unchanged for
+   * settleSeconds. Look again then, rather than at the next tick of a daily schedule.
+   */
+  private followUpWhenSettled(tenant: TenantConfig, files: string[]): void {
+    if (this.state !== 'running') return;
+    const delayMs = (tenant.settleSeconds + 1) * 1000;
+    this.log.info({ tenant: tenant.id, files }, `${files.join(', ')} still settling; looking again in ${tenant.settleSeconds + 1} s`);
+    const timer = setTimeout(() => {
+      this.timers.splice(this.timers.indexOf(timer), 1);
+      if (this.state === 'running') this.enqueue(tenant, 'schedule', []);
+    }, delayMs);
+    this.timers.push(timer);
   }
 
   private pollTriggers(): void {
