@@ -69,6 +69,16 @@ describe.each(availableSftpServerKinds())('spine on %s sftp', (kind) => {
     expect(idle.stdout).toContain('nothing to do');
   });
 
+  it('applies a new upload that reuses an old epoch name, but never the same content twice', async () => {
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,,,') });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(0);
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u2,Alan,Turing,alan@lincoln.example,,,') });
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect((await world.usersJson('lincoln')).map((u) => u.externalId)).toEqual(['u1', 'u2']);
+    expect(fs.readdirSync(world.remote('/lincoln/upload/bak')).sort()).toEqual(['20240101-020000', '20240101-020000-2']);
+  });
+
   it('leaves an epoch without COMPLETE alone', async () => {
     world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,,,') }, false);
     const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);

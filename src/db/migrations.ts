@@ -207,4 +207,15 @@ export const migrations: Migration[] = [
       ALTER TABLE triggers ADD COLUMN message TEXT;
     `,
   },
+  {
+    version: 3,
+    name: 'applied-once guard includes the content',
+    sql: `
+      -- A district may reuse an epoch name for a new upload; only the same content under the
+      -- same epoch and file name is "applied before".
+      DROP INDEX imports_applied_once;
+      CREATE UNIQUE INDEX imports_applied_once ON imports (tenant, epoch, file, content_sha1)
+        WHERE status IN ('applied', 'applied with errors');
+    `,
+  },
 ];

@@ -85,12 +85,10 @@ function prepare(db: Db) {
   return {
     insertImport: db.prepare(`INSERT INTO imports (run_id, tenant, epoch, file, kind, status, message, content_sha1, rows, created, updated, unchanged, deactivated, archived, failed, actor, started_at, finished_at)
       VALUES (@runId, @tenant, @epoch, @file, @kind, @status, @message, @contentSha1, @rows, @created, @updated, @unchanged, @deactivated, @archived, @failed, @actor, @startedAt, @finishedAt)`),
-    getUser: db.prepare('SELECT * FROM users WHERE tenant = ? AND external_id = ?'),
-    insertUser: db.prepare(`INSERT INTO users (tenant, external_id, kind, email, username, first_name, last_name, role, site_id, site_label, password_hash, active, archived_at, attributes, created_at, updated_at, updated_by, last_import_id)
-      VALUES (@tenant, @external_id, @kind, @email, @username, @first_name, @last_name, @role, @site_id, @site_label, @password_hash, @active, @archived_at, @attributes, @now, @now, @actor, @importId)`),
-    updateUser: db.prepare(`UPDATE users SET kind = @kind, email = @email, username = @username, first_name = @first_name, last_name = @last_name, role = @role,
-      site_id = @site_id, site_label = @site_label, password_hash = @password_hash, active = @active, archived_at = @archived_at, attributes = @attributes,
-      updated_at = @now, updated_by = @actor, last_import_id = @importId WHERE tenant = @tenant AND external_id = @external_id`),
+    // Positional parameters: binding a fresh object of named fields per row cost a third of the time.
+    updateUser: db.prepare(`UPDATE users SET kind = ?, email = ?, username = ?, first_name = ?, last_name = ?, role = ?,
+      site_id = ?, site_label = ?, password_hash = ?, active = ?, archived_at = ?, attributes = ?,
+      updated_at = ?, updated_by = ?, last_import_id = ? WHERE tenant = ? AND external_id = ?`),
     insertChange: db.prepare(`INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
     insertError: db.prepare('INSERT INTO import_errors (import_id, line, column, value, reason) VALUES (?, ?, ?, ?, ?)'),
     countActive: db.prepare('SELECT count(*) FROM users WHERE tenant = ? AND kind = ? AND active = 1').pluck(),
@@ -142,22 +140,18 @@ export function applyStage(db: Db, stage: Stage, ctx: ApplyContext): ApplyOutcom
     const change = (id: string, action: string, fields: string[], old: Record<string, unknown>) =>
       s.insertChange.run(importId, tenant, id, action, JSON.stringify(fields), JSON.stringify(old), actor, now);
 
-    for (const { key, user, passwordHash } of stage.rows()) {
-      const existing = s.getUser.get(tenant, key) as UserRow | undefined;
+    // Users that exist already: compared field by field, in JS, where the options decide.
+    for (const { key, user, passwordHash, existing } of stage.existingUsers<UserRow>(tenant)) {
       const next = desiredRow(existing, user, passwordHash, { kind, options, year, now });
-      if (!existing) {
-        s.insertUser.run({ ...next, tenant, external_id: key, now, actor, importId });
-        const fields = TRACKED.filter((f) => (f === 'attributes' ? next.attributes !== '{}' : next[f] !== null));
-        change(key, next.archived_at ? 'archive' : 'create', fields.map(publicFieldName), {});
-        counts.created++;
-        continue;
-      }
       const changed = TRACKED.filter((f) => existing[f] !== next[f]);
       if (changed.length === 0) {
         counts.unchanged++;
         continue;
       }
-      s.updateUser.run({ ...next, tenant, external_id: key, now, actor, importId });
+      s.updateUser.run(
+        next.kind, next.email, next.username, next.first_name, next.last_name, next.role, next.site_id, next.site_label,
+        next.password_hash, next.active, next.archived_at, next.attributes, now, actor, importId, tenant, key,
+      );
       const old = Object.fromEntries(changed.filter((f) => !SECRET.has(f)).map((f) => [f, existing[f]]));
       const fields = changed.map(publicFieldName);
       let action = 'update';
@@ -174,6 +168,9 @@ export function applyStage(db: Db, stage: Stage, ctx: ApplyContext): ApplyOutcom
       }
       change(key, action, fields, old);
     }
+
+    // New users: set-based, straight from the staging table (most of a first import).
+    counts.created = createNewUsers(db, stage, { tenant, kind, importId, actor, now, archive: options.archiveInactive, suffix: `_${year}` });
 
     if (options.fullSync) {
       db.prepare(
@@ -205,6 +202,52 @@ export function applyStage(db: Db, stage: Stage, ctx: ApplyContext): ApplyOutcom
     if (err instanceof Rollback) return err.outcome;
     throw err;
   }
+}
+
+/**
+ * Inserts the staged users that do not exist yet, and their "create" history, in two
+ * statements. A new user is just the file's values (absent columns stay NULL); with
+ * archiveInactive, one uploaded as inactive is created archived, its identifiers suffixed.
+ */
+function createNewUsers(
+  db: Db,
+  stage: Stage,
+  c: { tenant: string; kind: string; importId: number; actor: string; now: string; archive: boolean; suffix: string },
+): number {
+  const isNew = `NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = @tenant AND u.external_id = s.key)`;
+  const archived = `(@archive AND s.active = 0)`;
+  const fields = JSON.stringify(createdFields(stage));
+  db.prepare(
+    `INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at)
+     SELECT @importId, @tenant, s.key, CASE WHEN ${archived} THEN 'archive' ELSE 'create' END, @fields, '{}', @actor, @now
+       FROM ${stage.rowsTable} s WHERE ${isNew} ORDER BY s.line`,
+  ).run({ ...c, archive: c.archive ? 1 : 0, fields });
+  return db
+    .prepare(
+      `INSERT INTO users (tenant, external_id, kind, email, username, first_name, last_name, role, site_id, site_label, password_hash,
+                          active, archived_at, attributes, created_at, updated_at, updated_by, last_import_id)
+       SELECT @tenant, s.key, @kind,
+              CASE WHEN ${archived} THEN s.email || @suffix ELSE s.email END,
+              CASE WHEN ${archived} THEN s.username || @suffix ELSE s.username END,
+              s.first_name, s.last_name, s.role, s.site_id, s.site_label, s.password_hash, s.active,
+              CASE WHEN ${archived} THEN @now END, s.attributes, @now, @now, @actor, @importId
+         FROM ${stage.rowsTable} s WHERE ${isNew} ORDER BY s.line`,
+    )
+    .run({ ...c, archive: c.archive ? 1 : 0 }).changes;
+}
+
+const FIELD_COLUMNS: Partial<Record<keyof StagedUser, string>> = {
+  email: 'email', username: 'username', firstName: 'first_name', lastName: 'last_name', role: 'role',
+  siteId: 'site_id', siteLabel: 'site_label', password: 'password',
+};
+
+/** The fields a create sets: the columns the file carries (the same for every row). */
+function createdFields(stage: Stage): string[] {
+  const fields = ['kind'];
+  for (const [field, column] of Object.entries(FIELD_COLUMNS)) if (stage.present.has(field as keyof StagedUser)) fields.push(column!);
+  fields.push('active');
+  if (stage.present.has('attributes')) fields.push('attributes');
+  return fields;
 }
 
 /** The users row this staged user should produce, given what is stored and the options. */

@@ -36,6 +36,8 @@ export class Stage {
   private readonly insertError;
   failed = 0;
   valid = 0;
+  /** The user fields this file carries (the same for every row: they follow the header). */
+  readonly present = new Set<keyof StagedUser>();
 
   constructor(private readonly db: Db) {
     const id = `${process.pid}_${nextStageId++}`;
@@ -43,13 +45,21 @@ export class Stage {
     this.keysTable = `temp.stage_keys_${id}`;
     this.errorsTable = `temp.stage_errors_${id}`;
     db.exec(`
-      CREATE TABLE ${this.rowsTable} (line INTEGER PRIMARY KEY, key TEXT NOT NULL, user TEXT NOT NULL, password TEXT, password_hash TEXT);
+      CREATE TABLE ${this.rowsTable} (
+        line INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT, username TEXT, first_name TEXT, last_name TEXT, role TEXT,
+        site_id TEXT, site_label TEXT, password TEXT, password_hash TEXT, active INTEGER NOT NULL,
+        attributes TEXT NOT NULL, -- JSON of the non-empty extra columns, keys sorted
+        cleared TEXT              -- JSON array of extra columns left empty (removed on update), or NULL
+      );
       CREATE TABLE ${this.keysTable} (key TEXT PRIMARY KEY, line INTEGER NOT NULL);
       CREATE TABLE ${this.errorsTable} (line INTEGER PRIMARY KEY, raw TEXT NOT NULL, problems TEXT NOT NULL);
     `);
     this.insertKey = db.prepare(`INSERT OR IGNORE INTO ${this.keysTable} (key, line) VALUES (?, ?)`);
     this.keyLine = db.prepare(`SELECT line FROM ${this.keysTable} WHERE key = ?`).pluck();
-    this.insertRow = db.prepare(`INSERT INTO ${this.rowsTable} (key, line, user, password) VALUES (?, ?, ?, ?)`);
+    this.insertRow = db.prepare(
+      `INSERT INTO ${this.rowsTable} (line, key, email, username, first_name, last_name, role, site_id, site_label, password, active, attributes, cleared)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
     this.insertError = db.prepare(`INSERT INTO ${this.errorsTable} (line, raw, problems) VALUES (?, ?, ?)`);
   }
 
@@ -59,6 +69,12 @@ export class Stage {
   }
 
   addValid(line: number, user: StagedUser): void {
+    if (this.valid === 0) {
+      for (const [field, value] of Object.entries(user)) {
+        if (value === undefined || (field === 'attributes' && Object.keys(value as object).length === 0)) continue;
+        this.present.add(field as keyof StagedUser);
+      }
+    }
     this.valid++;
     this.pendingKeys.set(user.externalId, line);
     this.pending.push({ key: user.externalId, line, user });
@@ -82,8 +98,19 @@ export class Stage {
       for (const r of rows) {
         if (r.key) this.insertKey.run(r.key, r.line);
         if (r.user) {
-          const { password, ...rest } = r.user;
-          this.insertRow.run(r.key, r.line, JSON.stringify(rest), password ?? null);
+          const u = r.user;
+          const kept: Record<string, string> = {};
+          const cleared: string[] = [];
+          for (const name of Object.keys(u.attributes).sort()) {
+            const v = u.attributes[name];
+            if (v === null) cleared.push(name);
+            else kept[name] = v;
+          }
+          this.insertRow.run(
+            r.line, r.key, u.email ?? null, u.username ?? null, u.firstName ?? null, u.lastName ?? null, u.role ?? null,
+            u.siteId ?? null, u.siteLabel ?? null, u.password ?? null, u.active ? 1 : 0,
+            JSON.stringify(kept), cleared.length ? JSON.stringify(cleared) : null,
+          );
         } else {
           this.insertError.run(r.line, JSON.stringify(r.raw), JSON.stringify(r.problems));
         }
@@ -130,14 +157,39 @@ export class Stage {
 
   // Paged, not iterated: better-sqlite3 forbids other statements on a connection while an
   // iterator is open, and the apply step writes between reads.
-  *rows(): IterableIterator<{ key: string; line: number; user: StagedUser; passwordHash: string | null }> {
+  /** Staged rows whose user already exists, with that user's stored row, in file order. */
+  *existingUsers<T>(tenant: string): IterableIterator<{ key: string; user: StagedUser; passwordHash: string | null; existing: T }> {
     this.flush();
-    const page = this.db.prepare(`SELECT key, line, user, password_hash FROM ${this.rowsTable} WHERE line > ? ORDER BY line LIMIT ${BATCH}`);
+    const page = this.db.prepare(
+      `SELECT s.line AS s_line, s.key AS s_key, s.email AS s_email, s.username AS s_username, s.first_name AS s_first_name,
+              s.last_name AS s_last_name, s.role AS s_role, s.site_id AS s_site_id, s.site_label AS s_site_label,
+              s.password_hash AS s_password_hash, s.active AS s_active, s.attributes AS s_attributes, s.cleared AS s_cleared, u.*
+         FROM ${this.rowsTable} s JOIN users u ON u.tenant = ? AND u.external_id = s.key
+        WHERE s.line > ? ORDER BY s.line LIMIT ${BATCH}`,
+    );
+    const has = (f: keyof StagedUser) => this.present.has(f);
     for (let after = 0; ; ) {
-      const rows = page.all(after) as { key: string; line: number; user: string; password_hash: string | null }[];
+      const rows = page.all(tenant, after) as Record<string, unknown>[];
       if (rows.length === 0) return;
-      after = rows[rows.length - 1].line;
-      for (const r of rows) yield { key: r.key, line: r.line, user: JSON.parse(r.user) as StagedUser, passwordHash: r.password_hash };
+      after = rows[rows.length - 1].s_line as number;
+      for (const r of rows) {
+        const attributes: Record<string, string | null> = JSON.parse(r.s_attributes as string);
+        if (r.s_cleared) for (const name of JSON.parse(r.s_cleared as string) as string[]) attributes[name] = null;
+        const field = <V>(f: keyof StagedUser, column: string): V | undefined => (has(f) ? (r[column] as V) : undefined);
+        const user: StagedUser = {
+          externalId: r.s_key as string,
+          email: field('email', 's_email'),
+          username: field('username', 's_username'),
+          firstName: field('firstName', 's_first_name'),
+          lastName: field('lastName', 's_last_name'),
+          role: field('role', 's_role'),
+          siteId: field('siteId', 's_site_id'),
+          siteLabel: field('siteLabel', 's_site_label'),
+          active: r.s_active === 1,
+          attributes,
+        };
+        yield { key: r.s_key as string, user, passwordHash: (r.s_password_hash as string | null) ?? null, existing: r as T };
+      }
     }
   }
 

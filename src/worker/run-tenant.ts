@@ -14,7 +14,7 @@ import type { KindRegistry } from '../import/kinds.js';
 import type { Logger } from '../log.js';
 import { isNoSuchFile, isSafeName, SftpSession } from '../sftp/client.js';
 import { claimIsAbandoned, dropClaim, hasSettled, recordClaim, releaseTenantLock, renewTenantLock, tryLockTenant, workerId } from './leases.js';
-import { COMPLETE, epochName, EPOCH_RE, HELD_DIR, isPromotable, kindForFile, PROCESSING_DIR, promotedName, promoteLooseFiles, scanUpload } from './uploads.js';
+import { COMPLETE, epochName, EPOCH_RE, freeEpochName, HELD_DIR, isPromotable, kindForFile, PROCESSING_DIR, promotedName, promoteLooseFiles, scanUpload } from './uploads.js';
 
 export interface RunOptions {
   reason: 'schedule' | 'now' | 'trigger';
@@ -295,13 +295,6 @@ class TenantRun {
     finish: (recorded: RecordedImport, file: FileImportResult | null) => void,
   ): Promise<FileImportResult> {
     const { db } = this.deps;
-    const previous = db
-      .prepare(`SELECT * FROM imports WHERE tenant = ? AND epoch = ? AND file = ? AND status IN ('applied', 'applied with errors') ORDER BY id DESC LIMIT 1`)
-      .get(this.tenant.id, epoch, name) as Record<string, unknown> | undefined;
-    if (previous && !this.opts.dryRun) {
-      this.log.info({ epoch, file: name }, `${name} of epoch ${epoch} was applied before (import ${String(previous.id)}); not applied again`);
-      return importRowToResult(previous);
-    }
     const kind = kindForFile(this.tenant, name);
     if (!kind || !isSafeName(name)) {
       const message = `misnamed file "${name}"; expected one of ${Object.keys(this.tenant.files).map((f) => `"${f}"`).join(', ')}. Rename it and upload the epoch again.`;
@@ -309,6 +302,16 @@ class TenantRun {
     }
     const local = path.join(this.workDir, epoch, name);
     await this.session.download(posix.join(dir, name), local);
+    // The same content under the same epoch and name was applied already (a recovered claim):
+    // never apply it twice. Different content under a reused epoch name is a new upload.
+    const contentSha1 = await sha1File(local);
+    const previous = db
+      .prepare(`SELECT * FROM imports WHERE tenant = ? AND epoch = ? AND file = ? AND content_sha1 = ? AND status IN ('applied', 'applied with errors') ORDER BY id DESC LIMIT 1`)
+      .get(this.tenant.id, epoch, name, contentSha1) as Record<string, unknown> | undefined;
+    if (previous && !this.opts.dryRun) {
+      this.log.info({ epoch, file: name }, `${name} of epoch ${epoch} was applied before (import ${String(previous.id)}); not applied again`);
+      return importRowToResult(previous);
+    }
     const result = await importFile({
       db,
       kinds: this.deps.kinds,
@@ -440,7 +443,7 @@ class TenantRun {
         this.log.debug({ file: f.name, sha1 }, `${f.name} has not changed since it was processed; skipped`);
         continue;
       }
-      const epoch = await this.freeKeepEpoch(f.name);
+      const epoch = await freeEpochName(this.session, this.deps.db, this.tenant);
       const outcome = await this.importInPlace(epoch, f.name, kind, local, remote, (recorded) => {
         // Same transaction as the import: the hash is known exactly when the import is recorded.
         db.prepare('INSERT OR REPLACE INTO content_hashes (tenant, path, sha1, import_id, seen_at) VALUES (?, ?, ?, ?, ?)').run(
@@ -522,20 +525,6 @@ class TenantRun {
     outcome.status = result.status;
     this.result.epochs.push(outcome);
     return outcome;
-  }
-
-  /**
-   * A keep-in-place file has no epoch of its own: it gets the current time, moved on past any
-   * second that this file already used (an import record, or a folder in bak).
-   */
-  private async freeKeepEpoch(file: string): Promise<string> {
-    const used = this.deps.db.prepare('SELECT 1 FROM imports WHERE tenant = ? AND epoch = ? AND file = ?');
-    for (let t = Date.now(); ; t += 1000) {
-      const epoch = epochName(new Date(t));
-      if (used.get(this.tenant.id, epoch, file)) continue;
-      if (!this.opts.dryRun && (await this.session.exists(posix.join(this.paths.bak, epoch)))) continue;
-      return epoch;
-    }
   }
 
   private async alreadyProcessed(remote: string, sha1: string, hashFile: string): Promise<boolean> {

@@ -77,7 +77,7 @@ export async function promoteLooseFiles(
       continue;
     }
     const target = promotedName(tenant, f.name);
-    const epoch = await freeEpochName(session, upload);
+    const epoch = await freeEpochName(session, db, tenant);
     const staging = path.join(upload, PROMOTING_PREFIX + epoch);
     await session.mkdirp(staging);
     await session.rename(remote, path.join(staging, target));
@@ -90,12 +90,21 @@ export async function promoteLooseFiles(
   return { promoted, settling };
 }
 
-async function freeEpochName(session: SftpSession, upload: string): Promise<string> {
+/**
+ * A new epoch name for the current time, moved on past any second already used by this tenant:
+ * a folder in upload or bak, or an import record. Reusing one would make a new upload look like
+ * one that was applied before.
+ */
+export async function freeEpochName(session: SftpSession, db: Db, tenant: TenantConfig): Promise<string> {
+  const recorded = db.prepare('SELECT 1 FROM imports WHERE tenant = ? AND epoch = ? LIMIT 1');
+  const { upload, bak } = tenant.paths;
   for (let t = Date.now(); ; t += 1000) {
     const name = epochName(new Date(t));
-    if (!(await session.exists(path.join(upload, name))) && !(await session.exists(path.join(upload, PROMOTING_PREFIX + name)))) {
-      return name;
-    }
+    if (recorded.get(tenant.id, name)) continue;
+    const folders = [path.join(upload, name), path.join(upload, PROMOTING_PREFIX + name), path.join(bak, name)];
+    let taken = false;
+    for (const folder of folders) if (!taken) taken = (await session.exists(folder)) !== false;
+    if (!taken) return name;
   }
 }
 
