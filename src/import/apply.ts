@@ -116,8 +116,7 @@ export function applyStage(db: Db, stage: Stage, ctx: ApplyContext): ApplyOutcom
     counts.rows = stage.valid + stage.failed;
 
     // Safety hold first, so a held file writes nothing at all.
-    const missingFilter = `FROM users WHERE users.tenant = ? AND users.kind = ? AND users.active = 1
-      AND NOT EXISTS (SELECT 1 FROM ${stage.keysTable} k WHERE k.key = users.external_id)`;
+    const missingFilter = `FROM users WHERE users.tenant = ? AND users.kind = ? AND users.active = 1 AND NOT ${stage.carriesKey('users.external_id')}`;
     if (options.fullSync) {
       const active = s.countActive.get(tenant, kind) as number;
       const missing = db.prepare(`SELECT count(*) ${missingFilter}`).pluck().get(tenant, kind) as number;
@@ -179,7 +178,7 @@ export function applyStage(db: Db, stage: Stage, ctx: ApplyContext): ApplyOutcom
       ).run(importId, actor, now, tenant, kind);
       const info = db
         .prepare(`UPDATE users SET active = 0, updated_at = ?, updated_by = ?, last_import_id = ?
-          WHERE tenant = ? AND kind = ? AND active = 1 AND NOT EXISTS (SELECT 1 FROM ${stage.keysTable} k WHERE k.key = users.external_id)`)
+          WHERE tenant = ? AND kind = ? AND active = 1 AND NOT ${stage.carriesKey('users.external_id')}`)
         .run(now, actor, importId, tenant, kind);
       counts.deactivated += info.changes;
     }

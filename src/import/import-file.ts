@@ -80,7 +80,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
   };
 
   const kind = req.kinds.get(req.kind, { sso: req.options.sso });
-  const stage = new Stage(req.db);
+  const stage = new Stage(req.db, kind.key);
   try {
     let headers: HeaderMap | undefined;
     let checker: RowChecker | undefined;
@@ -108,18 +108,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
             stage.addFailed(record.line, result.key, record.values, result.problems);
             return;
           }
-          const first = stage.firstLineOf(result.user.externalId);
-          if (first !== undefined) {
-            stage.addFailed(record.line, result.user.externalId, record.values, [
-              {
-                column: kind.key,
-                value: result.user.externalId,
-                reason: `duplicate ${kind.key}: it already appears on line ${first}; each ${kind.key} may appear only once`,
-              },
-            ]);
-            return;
-          }
-          stage.addValid(record.line, result.user);
+          stage.addValid(record.line, result.user, record.values);
         },
         { encoding: req.encoding },
       );

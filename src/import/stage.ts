@@ -26,12 +26,13 @@ export interface StagedError {
 
 export class Stage {
   readonly rowsTable: string;
-  readonly keysTable: string;
+  readonly failedKeysTable: string;
   readonly errorsTable: string;
   private pending: PendingRow[] = [];
-  private pendingKeys = new Map<string, number>();
-  private readonly insertKey;
-  private readonly keyLine;
+  private failedKeys = 0;
+  private readonly insertFailedKey;
+  private readonly failedKeyLine;
+  private readonly validKeyLine;
   private readonly insertRow;
   private readonly insertError;
   failed = 0;
@@ -39,36 +40,38 @@ export class Stage {
   /** The user fields this file carries (the same for every row: they follow the header). */
   readonly present = new Set<keyof StagedUser>();
 
-  constructor(private readonly db: Db) {
+  /** @param keyColumn the key column's name, for the duplicate message */
+  constructor(
+    private readonly db: Db,
+    private readonly keyColumn: string,
+  ) {
     const id = `${process.pid}_${nextStageId++}`;
     this.rowsTable = `temp.stage_rows_${id}`;
-    this.keysTable = `temp.stage_keys_${id}`;
+    this.failedKeysTable = `temp.stage_failed_keys_${id}`;
     this.errorsTable = `temp.stage_errors_${id}`;
     db.exec(`
       CREATE TABLE ${this.rowsTable} (
-        line INTEGER PRIMARY KEY, key TEXT NOT NULL, email TEXT, username TEXT, first_name TEXT, last_name TEXT, role TEXT,
+        line INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, email TEXT, username TEXT, first_name TEXT, last_name TEXT, role TEXT,
         site_id TEXT, site_label TEXT, password TEXT, password_hash TEXT, active INTEGER NOT NULL,
         attributes TEXT NOT NULL, -- JSON of the non-empty extra columns, keys sorted
         cleared TEXT              -- JSON array of extra columns left empty (removed on update), or NULL
       );
-      CREATE TABLE ${this.keysTable} (key TEXT PRIMARY KEY, line INTEGER NOT NULL);
+      -- Keys of failing rows: still present in the file for a full sync, and still taken.
+      CREATE TABLE ${this.failedKeysTable} (key TEXT PRIMARY KEY, line INTEGER NOT NULL);
       CREATE TABLE ${this.errorsTable} (line INTEGER PRIMARY KEY, raw TEXT NOT NULL, problems TEXT NOT NULL);
     `);
-    this.insertKey = db.prepare(`INSERT OR IGNORE INTO ${this.keysTable} (key, line) VALUES (?, ?)`);
-    this.keyLine = db.prepare(`SELECT line FROM ${this.keysTable} WHERE key = ?`).pluck();
+    this.insertFailedKey = db.prepare(`INSERT OR IGNORE INTO ${this.failedKeysTable} (key, line) VALUES (?, ?)`);
+    this.failedKeyLine = db.prepare(`SELECT line FROM ${this.failedKeysTable} WHERE key = ?`).pluck();
+    this.validKeyLine = db.prepare(`SELECT line FROM ${this.rowsTable} WHERE key = ?`).pluck();
+    // ON CONFLICT DO NOTHING: a duplicate key shows as "no change", looked into only then.
     this.insertRow = db.prepare(
       `INSERT INTO ${this.rowsTable} (line, key, email, username, first_name, last_name, role, site_id, site_label, password, active, attributes, cleared)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
     );
     this.insertError = db.prepare(`INSERT INTO ${this.errorsTable} (line, raw, problems) VALUES (?, ?, ?)`);
   }
 
-  /** The line on which `key` first appeared in this file, if it did. */
-  firstLineOf(key: string): number | undefined {
-    return this.pendingKeys.get(key) ?? (this.keyLine.get(key) as number | undefined);
-  }
-
-  addValid(line: number, user: StagedUser): void {
+  addValid(line: number, user: StagedUser, raw: string[]): void {
     if (this.valid === 0) {
       for (const [field, value] of Object.entries(user)) {
         if (value === undefined || (field === 'attributes' && Object.keys(value as object).length === 0)) continue;
@@ -76,15 +79,13 @@ export class Stage {
       }
     }
     this.valid++;
-    this.pendingKeys.set(user.externalId, line);
-    this.pending.push({ key: user.externalId, line, user });
+    this.pending.push({ key: user.externalId, line, user, raw });
     if (this.pending.length >= BATCH) this.flush();
   }
 
   /** A failing row; its key (if readable) still counts as present for a full sync. */
   addFailed(line: number, key: string | undefined, raw: string[], problems: RowProblem[]): void {
     this.failed++;
-    if (key && !this.pendingKeys.has(key)) this.pendingKeys.set(key, line);
     this.pending.push({ key: key ?? '', line, raw, problems });
     if (this.pending.length >= BATCH) this.flush();
   }
@@ -93,29 +94,54 @@ export class Stage {
     if (this.pending.length === 0) return;
     const rows = this.pending;
     this.pending = [];
-    this.pendingKeys = new Map();
     this.db.transaction(() => {
       for (const r of rows) {
-        if (r.key) this.insertKey.run(r.key, r.line);
-        if (r.user) {
-          const u = r.user;
-          const kept: Record<string, string> = {};
-          const cleared: string[] = [];
-          for (const name of Object.keys(u.attributes).sort()) {
-            const v = u.attributes[name];
-            if (v === null) cleared.push(name);
-            else kept[name] = v;
-          }
-          this.insertRow.run(
-            r.line, r.key, u.email ?? null, u.username ?? null, u.firstName ?? null, u.lastName ?? null, u.role ?? null,
-            u.siteId ?? null, u.siteLabel ?? null, u.password ?? null, u.active ? 1 : 0,
-            JSON.stringify(kept), cleared.length ? JSON.stringify(cleared) : null,
-          );
-        } else {
-          this.insertError.run(r.line, JSON.stringify(r.raw), JSON.stringify(r.problems));
-        }
+        if (r.user && !this.stageValid(r)) continue;
+        if (!r.user) this.stageFailed(r.line, r.key, r.raw!, r.problems!);
       }
     })();
+  }
+
+  /** Stages a valid row, or turns it into a duplicate-key error; false when it was one. */
+  private stageValid(r: PendingRow): boolean {
+    const u = r.user!;
+    const earlier = this.failedKeys > 0 ? (this.failedKeyLine.get(r.key) as number | undefined) : undefined;
+    if (earlier === undefined) {
+      const kept: Record<string, string> = {};
+      const cleared: string[] = [];
+      for (const name of Object.keys(u.attributes).sort()) {
+        const v = u.attributes[name];
+        if (v === null) cleared.push(name);
+        else kept[name] = v;
+      }
+      const inserted = this.insertRow.run(
+        r.line, r.key, u.email ?? null, u.username ?? null, u.firstName ?? null, u.lastName ?? null, u.role ?? null,
+        u.siteId ?? null, u.siteLabel ?? null, u.password ?? null, u.active ? 1 : 0,
+        JSON.stringify(kept), cleared.length ? JSON.stringify(cleared) : null,
+      ).changes;
+      if (inserted === 1) return true;
+    }
+    const first = earlier ?? (this.validKeyLine.get(r.key) as number);
+    this.valid--;
+    this.failed++;
+    this.stageFailed(r.line, r.key, r.raw!, [
+      {
+        column: this.keyColumn,
+        value: r.key,
+        reason: `duplicate ${this.keyColumn}: it already appears on line ${first}; each ${this.keyColumn} may appear only once`,
+      },
+    ]);
+    return false;
+  }
+
+  private stageFailed(line: number, key: string, raw: string[], problems: RowProblem[]): void {
+    if (key) this.failedKeys += this.insertFailedKey.run(key, line).changes;
+    this.insertError.run(line, JSON.stringify(raw), JSON.stringify(problems));
+  }
+
+  /** SQL condition: is `column` a key this file carries (in a valid or a failing row)? */
+  carriesKey(column: string): string {
+    return `(EXISTS (SELECT 1 FROM ${this.rowsTable} k WHERE k.key = ${column}) OR EXISTS (SELECT 1 FROM ${this.failedKeysTable} f WHERE f.key = ${column}))`;
   }
 
   /**
@@ -215,6 +241,6 @@ export class Stage {
 
   drop(): void {
     this.pending = [];
-    this.db.exec(`DROP TABLE IF EXISTS ${this.rowsTable}; DROP TABLE IF EXISTS ${this.keysTable}; DROP TABLE IF EXISTS ${this.errorsTable};`);
+    this.db.exec(`DROP TABLE IF EXISTS ${this.rowsTable}; DROP TABLE IF EXISTS ${this.failedKeysTable}; DROP TABLE IF EXISTS ${this.errorsTable};`);
   }
 }
