@@ -14,6 +14,10 @@ export function openDatabase(file: string): Db {
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 10000');
   db.pragma('foreign_keys = ON');
+  // A fixed 64 MiB page cache for the directory and for staging (temp): large imports stop
+  // thrashing the default 2 MiB, and memory still does not grow with the file.
+  db.pragma('cache_size = -65536');
+  db.pragma('temp.cache_size = -65536');
   migrate(db);
   return db;
 }
