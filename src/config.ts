@@ -76,7 +76,8 @@ export const DEFAULTS = {
   timeoutSeconds: 30,
 } as const;
 
-const DEFAULT_OPTIONS: ImportOptions = {
+/** Import options a tenant gets for every key it leaves out. */
+export const DEFAULT_OPTIONS: Readonly<ImportOptions> = {
   fullSync: false,
   maxDeactivatePercent: 10,
   overwriteEmail: true,

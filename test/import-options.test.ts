@@ -7,25 +7,14 @@ import path from 'node:path';
 import Papa from 'papaparse';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { userHistory } from '../src/commands/users.js';
-import type { ImportOptions } from '../src/config.js';
+import { DEFAULT_OPTIONS, type ImportOptions } from '../src/config.js';
 import { openDatabase, type Db } from '../src/db/database.js';
 import { importFile, type FileImportResult } from '../src/import/import-file.js';
 import { KindRegistry } from '../src/import/kinds.js';
 import { verifyPassword } from '../src/import/passwords.js';
 import { formatDatePassword } from '../src/import/rows.js';
 
-const OPTIONS: ImportOptions = {
-  fullSync: false,
-  maxDeactivatePercent: 10,
-  overwriteEmail: true,
-  overwritePassword: false,
-  passwordFormat: 'plain',
-  sso: 'none',
-  siteMap: {},
-  archiveInactive: false,
-  strictHeaders: false,
-  actor: 'provisioner',
-};
+const OPTIONS: ImportOptions = { ...DEFAULT_OPTIONS, siteMap: {} };
 
 const kinds = new KindRegistry();
 let dir: string;

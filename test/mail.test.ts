@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import PostalMime from 'postal-mime';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Config, TenantConfig } from '../src/config.js';
+import { DEFAULT_OPTIONS, type Config, type TenantConfig } from '../src/config.js';
 import { openDatabase, type Db } from '../src/db/database.js';
 import { backoffMs, deliverQueuedMail, emlName, mailQueueSummary } from '../src/mail/outbox.js';
 import type { MailRow } from '../src/mail/queue.js';
@@ -63,18 +63,7 @@ function makeTenant(notify: Partial<TenantConfig['notify']> = {}): TenantConfig 
     files: { 'users.csv': 'samegoal-users' },
     loose: 'auto',
     encoding: 'utf-8',
-    options: {
-      fullSync: false,
-      maxDeactivatePercent: 10,
-      overwriteEmail: true,
-      overwritePassword: false,
-      passwordFormat: 'plain',
-      sso: 'none',
-      siteMap: {},
-      archiveInactive: false,
-      strictHeaders: false,
-      actor: 'provisioner',
-    },
+    options: { ...DEFAULT_OPTIONS, siteMap: {} },
     notify: { to: ['it@lincoln.example'], replyTo: 'support@vendor.example', when: 'failures', ...notify },
   };
 }

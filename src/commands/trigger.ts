@@ -8,7 +8,7 @@ import type { FileImportResult } from '../import/import-file.js';
 import { daemonFor, type DaemonInfo } from '../service/daemons.js';
 import { readTrigger, requester, requestTrigger, type TriggerRow } from '../service/triggers.js';
 import type { EpochOutcome, RunStatus, TenantRunResult } from '../worker/run-tenant.js';
-import { worstStatus } from '../worker/run-tenant.js';
+import { importRowToResult, worstStatus } from '../worker/run-tenant.js';
 import { summarize } from './run-now.js';
 
 export interface TriggerFlags {
@@ -116,17 +116,9 @@ function resultFromDb(app: App, row: TriggerRow): TenantRunResult {
   const epochs = new Map<string, EpochOutcome>();
   for (const i of imports) {
     const epoch = String(i.epoch);
-    const n = (k: string) => Number(i[k] ?? 0);
     const file: FileImportResult = {
-      file: String(i.file),
-      kind: String(i.kind ?? ''),
-      status: i.status as ImportStatus,
-      message: (i.message as string | null) ?? null,
-      counts: { rows: n('rows'), created: n('created'), updated: n('updated'), unchanged: n('unchanged'), deactivated: n('deactivated'), archived: n('archived'), failed: n('failed') },
-      importId: n('id'),
-      contentSha1: String(i.content_sha1 ?? ''),
-      errorsCsv: null,
-      sampleErrors: (sample.all(n('id')) as { line: number; column: string | null; value: string | null; reason: string }[]).map(
+      ...importRowToResult(i),
+      sampleErrors: (sample.all(Number(i.id)) as { line: number; column: string | null; value: string | null; reason: string }[]).map(
         (e) => `line ${e.line}: ${e.column ? `${e.column}${e.value ? ` "${e.value}"` : ''}: ` : ''}${e.reason}`,
       ),
     };

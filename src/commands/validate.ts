@@ -2,7 +2,7 @@
 // the worker. Nothing is applied; the database is a throw-away one in memory.
 import path from 'node:path';
 import { openApp, selectTenants } from '../app.js';
-import type { ImportOptions } from '../config.js';
+import { DEFAULT_OPTIONS, type ImportOptions } from '../config.js';
 import { openDatabase } from '../db/database.js';
 import { ConfigError, ExitCode } from '../errors.js';
 import { importFile } from '../import/import-file.js';
@@ -17,18 +17,7 @@ export interface ValidateFlags {
   json?: boolean;
 }
 
-const PLAIN_OPTIONS: ImportOptions = {
-  fullSync: false,
-  maxDeactivatePercent: 10,
-  overwriteEmail: true,
-  overwritePassword: false,
-  passwordFormat: 'plain',
-  sso: 'none',
-  siteMap: {},
-  archiveInactive: false,
-  strictHeaders: false,
-  actor: 'validate',
-};
+const PLAIN_OPTIONS: ImportOptions = { ...DEFAULT_OPTIONS, siteMap: {}, actor: 'validate' };
 
 export async function validateCommand(file: string, flags: ValidateFlags): Promise<number> {
   if (!flags.kind && !flags.tenant) throw new ConfigError('validate needs --kind KIND or --tenant ID (see provisioner validate --help)');

@@ -312,23 +312,7 @@ class TenantRun {
       this.log.info({ epoch, file: name }, `${name} of epoch ${epoch} was applied before (import ${String(previous.id)}); not applied again`);
       return importRowToResult(previous);
     }
-    const result = await importFile({
-      db,
-      kinds: this.deps.kinds,
-      tenant: this.tenant.id,
-      kind,
-      options: this.tenant.options,
-      encoding: this.tenant.encoding,
-      localPath: local,
-      errorsCsvPath: `${local}.errors.csv`,
-      epoch,
-      file: name,
-      runId: this.result.runId,
-      force: this.opts.force,
-      mode: this.opts.dryRun ? 'dry-run' : 'apply',
-      onProgress: (rows) => this.opts.onProgress?.(this.tenant.id, name, rows),
-      inTransaction: (recorded) => finish(recorded, null),
-    });
+    const result = await this.importLocal(epoch, name, kind, local, (recorded) => finish(recorded, null));
     this.logFileResult(epoch, result);
     return result;
   }
@@ -499,7 +483,21 @@ class TenantRun {
     alsoInTransaction?: (recorded: RecordedImport) => void,
   ): Promise<EpochOutcome> {
     const outcome: EpochOutcome = { epoch, status: 'applied', files: [], remotePath: remote };
-    const result = await importFile({
+    const result = await this.importLocal(epoch, name, kind, local, (recorded) => {
+      alsoInTransaction?.(recorded);
+      const files = [{ ...this.placeholder(name), ...recorded, kind }];
+      this.deps.report?.(this.deps.db, this.tenant, { ...outcome, files, status: recorded.status }, this.result.newlyStale, false);
+    });
+    this.logFileResult(epoch, result);
+    outcome.files.push(result);
+    outcome.status = result.status;
+    this.result.epochs.push(outcome);
+    return outcome;
+  }
+
+  /** One downloaded file through check and apply, with this tenant's options and this run's mode. */
+  private importLocal(epoch: string, name: string, kind: string, local: string, inTransaction: (recorded: RecordedImport) => void): Promise<FileImportResult> {
+    return importFile({
       db: this.deps.db,
       kinds: this.deps.kinds,
       tenant: this.tenant.id,
@@ -514,17 +512,8 @@ class TenantRun {
       force: this.opts.force,
       mode: this.opts.dryRun ? 'dry-run' : 'apply',
       onProgress: (rows) => this.opts.onProgress?.(this.tenant.id, name, rows),
-      inTransaction: (recorded) => {
-        alsoInTransaction?.(recorded);
-        const files = [{ ...this.placeholder(name), ...recorded, kind }];
-        this.deps.report?.(this.deps.db, this.tenant, { ...outcome, files, status: recorded.status }, this.result.newlyStale, false);
-      },
+      inTransaction,
     });
-    this.logFileResult(epoch, result);
-    outcome.files.push(result);
-    outcome.status = result.status;
-    this.result.epochs.push(outcome);
-    return outcome;
   }
 
   private async alreadyProcessed(remote: string, sha1: string, hashFile: string): Promise<boolean> {
@@ -548,7 +537,8 @@ export function errorsCsvName(file: string, filesInEpoch: number): string {
   return filesInEpoch === 1 ? 'errors.csv' : `${file.replace(/\.csv$/i, '')}.errors.csv`;
 }
 
-function importRowToResult(row: Record<string, unknown>): FileImportResult {
+/** A recorded import (a row of `imports`) as a file result. */
+export function importRowToResult(row: Record<string, unknown>): FileImportResult {
   const n = (k: string) => Number(row[k] ?? 0);
   return {
     file: String(row.file),
