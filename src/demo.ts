@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { runNow } from './commands/run-now.js';
+import { openDatabase } from './db/database.js';
 import { usersCommand } from './commands/users.js';
 import { startEmbeddedSftpServer } from './sftp/embedded-server.js';
 import { epochName } from './worker/uploads.js';
@@ -75,6 +76,8 @@ async function main(): Promise<number> {
     say(`  errors.csv        ${rel(path.join(bak, 'errors.csv'))}  (fix these rows and upload the file again as it is)`);
     say(`  remote log        ${rel(path.join(root, 'log', 'import.log'))}`);
     for (const f of eml) say(`  report e-mail     ${rel(path.join(outbox, f))}`);
+    const html = writeReportHtml(path.join(DEMO_DIR, 'provisioner.db'), path.join(DEMO_DIR, 'report.html'));
+    if (html) say(`  report as HTML    ${rel(html)}  (open it in a browser)`);
     if (fs.existsSync(path.join(bak, 'errors.csv'))) {
       say('\nerrors.csv:');
       process.stdout.write(fs.readFileSync(path.join(bak, 'errors.csv'), 'utf8').replace(/\r\n/g, '\n').replace(/^(?=.)/gm, '  '));
@@ -83,6 +86,19 @@ async function main(): Promise<number> {
     return code === 1 && fs.existsSync(bak) && eml.length === 1 ? 0 : 1;
   } finally {
     await server.stop();
+  }
+}
+
+/** The queued report's HTML part as a file, so it can be opened in a browser as it is. */
+function writeReportHtml(database: string, file: string): string | null {
+  const db = openDatabase(database);
+  try {
+    const html = db.prepare('SELECT html FROM mail_queue ORDER BY id DESC LIMIT 1').pluck().get() as string | undefined;
+    if (!html) return null;
+    fs.writeFileSync(file, html);
+    return file;
+  } finally {
+    db.close();
   }
 }
 
