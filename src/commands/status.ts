@@ -6,25 +6,19 @@ import Table from 'cli-table3';
 import { openApp, selectTenants } from '../app.js';
 import type { TenantConfig } from '../config.js';
 import type { Db } from '../db/database.js';
+import type { ImportCounts } from '../import/apply.js';
 import { mailQueueSummary, type MailQueueSummary } from '../mail/outbox.js';
 import { liveDaemons, type DaemonInfo } from '../service/daemons.js';
 import { nextRunOf } from '../service/schedule.js';
 import { pendingTriggers } from '../service/triggers.js';
 
-export interface ImportSummary {
+export interface ImportSummary extends ImportCounts {
   id: number;
   epoch: string;
   file: string;
   kind: string | null;
   status: string;
   message: string | null;
-  rows: number;
-  created: number;
-  updated: number;
-  unchanged: number;
-  deactivated: number;
-  archived: number;
-  failed: number;
   startedAt: string;
   finishedAt: string;
 }
