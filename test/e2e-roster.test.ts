@@ -208,9 +208,15 @@ describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) =
     expect(mails(world, 'jefferson')).toHaveLength(mailsAfterHold);
     expect(dbUsers(world, 'jefferson').every((u) => u.active)).toBe(true);
 
+    const heldStatus = JSON.parse((await world.cli(['status', '--tenant', 'jefferson', '--json'])).stdout);
+    expect(heldStatus[0].held.map((h: { file: string }) => h.file)).toEqual(['students.csv']);
+
     const forced = await world.cli(['run', '--tenant', 'jefferson', '--now', '--force']);
     expect(forced.code, forced.stdout).toBe(0);
     expect(dbUsers(world, 'jefferson').filter((u) => u.active).map((u) => u.external_id)).toEqual(['1', '2']);
+    // Applied under a new epoch: status no longer lists it as held.
+    const after = JSON.parse((await world.cli(['status', '--tenant', 'jefferson', '--json'])).stdout);
+    expect(after[0].held).toEqual([]);
   });
 
   it('validate --tenant checks a file offline with the tenant headers, site map and date passwords', async () => {

@@ -101,11 +101,14 @@ export interface ServiceStatus extends TenantStatus {
 export function serviceStatus(db: Db, tenant: TenantConfig, daemons: DaemonInfo[], recent = 20): ServiceStatus {
   const daemon = daemons.find((d) => d.tenants.includes(tenant.id));
   // The latest import of each held file decides: held again, applied with --force, or not.
+  // A keep-in-place file gets a new epoch each time it is processed, so there the file name
+  // alone identifies it; an epoch's file is the same upload only within its epoch.
+  const sameUpload = tenant.loose === 'keep' ? 'j.file = i.file' : 'j.epoch = i.epoch AND j.file = i.file';
   const held = db
     .prepare(
       `SELECT epoch, file, finished_at AS heldAt, message FROM imports i
        WHERE tenant = @t AND status = 'held'
-         AND id = (SELECT max(id) FROM imports j WHERE j.tenant = i.tenant AND j.epoch = i.epoch AND j.file = i.file)
+         AND id = (SELECT max(id) FROM imports j WHERE j.tenant = i.tenant AND ${sameUpload})
        ORDER BY id`,
     )
     .all({ t: tenant.id }) as HeldImport[];
