@@ -51,7 +51,7 @@ export class SftpSession {
     const timeoutMs = settings.timeoutSeconds * 1000;
     try {
       await withTimeout(
-        client.connect({
+        () => client.connect({
           host: settings.host,
           port: settings.port,
           username: settings.username,
@@ -110,7 +110,8 @@ export class SftpSession {
   /** Download with parallel reads: much faster than a streaming get on real links. */
   async download(remote: string, local: string): Promise<void> {
     fs.mkdirSync(path.dirname(local), { recursive: true });
-    await this.call(`download ${remote}`, () => this.client.fastGet(remote, local, { chunkSize: 262144, concurrency: 16 }), 10);
+    // Parallel 256 KiB reads; every chunk that arrives proves the link alive.
+    await this.call(`download ${remote}`, (alive) => this.client.fastGet(remote, local, { chunkSize: 262144, concurrency: 16, step: () => alive() }));
   }
 
   async readText(remote: string): Promise<string> {
@@ -152,16 +153,16 @@ export class SftpSession {
     if (this.closed) return;
     this.closed = true;
     try {
-      await withTimeout(this.client.end(), 5000, 'closing', () => destroy(this.client));
+      await withTimeout(() => this.client.end(), 5000, 'closing', () => destroy(this.client));
     } catch {
       destroy(this.client);
     }
   }
 
-  private async call<T>(what: string, fn: () => Promise<T>, timeoutFactor = 1): Promise<T> {
+  private async call<T>(what: string, fn: (alive: () => void) => Promise<T>): Promise<T> {
     if (this.closed) throw new RemoteError(`${this.label}: ${what}: the connection is already closed`);
     try {
-      return await withTimeout(fn(), this.settings.timeoutSeconds * 1000 * timeoutFactor, what, () => {
+      return await withTimeout(fn, this.settings.timeoutSeconds * 1000, what, () => {
         this.closed = true;
         destroy(this.client);
       });
@@ -179,15 +180,24 @@ export function isNoSuchFile(err: unknown): boolean {
   return code === 2 || code === 'ENOENT' || /no such file/i.test(errorMessage(err));
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout: () => void): Promise<T> {
+/**
+ * Rejects (and runs onTimeout, which closes the connection) when `ms` pass without an answer.
+ * `start` gets an `alive` callback: long transfers call it on progress, so the limit applies
+ * to silence, not to the size of the file.
+ */
+function withTimeout<T>(start: (alive: () => void) => Promise<T>, ms: number, what: string, onTimeout: () => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
+  let fail: (err: Error) => void = () => {};
+  const timeout = new Promise<never>((_, reject) => (fail = reject));
+  const arm = (): void => {
+    clearTimeout(timer);
     timer = setTimeout(() => {
       onTimeout();
-      reject(new RemoteError(`${what}: no answer within ${Math.round(ms / 1000)} s; the connection was closed`));
+      fail(new RemoteError(`${what}: no answer within ${Math.round(ms / 1000)} s; the connection was closed`));
     }, ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  };
+  arm();
+  return Promise.race([start(arm), timeout]).finally(() => clearTimeout(timer));
 }
 
 function destroy(client: SftpClient): void {
