@@ -1,8 +1,11 @@
 #!/usr/bin/env node
 // The command line. Typed errors thrown anywhere below are caught here, once, and mapped to
 // exit codes: 2 usage or configuration, 3 remote or processing failure.
+import fs from 'node:fs';
+import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, errorMessage, ExitCode, ProvisionerError } from './errors.js';
+import { packageRoot } from './paths.js';
 import { doctorCommand } from './commands/doctor.js';
 import { runNow } from './commands/run-now.js';
 import { statusCommand } from './commands/status.js';
@@ -10,12 +13,17 @@ import { triggerCommand } from './commands/trigger.js';
 import { usersCommand } from './commands/users.js';
 import { validateCommand } from './commands/validate.js';
 
+function packageVersion(): string {
+  return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
 export function buildProgram(setExit: (code: number) => void): Command {
   const program = new Command('provisioner')
     .description('Pulls CSV rosters from each tenant\'s SFTP account, checks them, applies them to the user directory and reports back.')
     .option('-c, --config <file>', 'configuration file (default: $PROVISIONER_CONFIG, then ./config.yaml)')
+    .version(packageVersion(), '-V, --version')
     .showHelpAfterError()
     .exitOverride();
   const cfg = () => program.opts<{ config?: string }>().config;

@@ -214,6 +214,22 @@ describe.each(availableSftpServerKinds())('spine on %s sftp', (kind) => {
   });
 });
 
+describe('command line', () => {
+  it('prints its version, its help, and exits 2 on an unknown command', async () => {
+    const world = await World.start('embedded', 'cli-basics');
+    try {
+      const version = await world.cli(['--version']);
+      expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+      const help = await world.cli(['run', '--help']);
+      expect(help.code).toBe(0);
+      expect(help.stdout).toContain('--dry-run');
+      expect((await world.cli(['bogus'])).code).toBe(2);
+    } finally {
+      await world.stop(false);
+    }
+  });
+});
+
 describe('configuration errors', () => {
   it('reports every problem at once as path: message and exits 2', async () => {
     const world = await World.start('embedded', 'config-errors');
