@@ -5,18 +5,11 @@ import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vites
 import { freePort, spawnDaemon, waitFor } from './harness/daemon.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
+import type { Check } from '../src/service/doctor.js';
 import { csv, World } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 
-interface Check {
-  check: string;
-  tenant: string | null;
-  status: 'ok' | 'fail' | 'skip';
-  detail: string;
-  hint?: string;
-  fingerprint?: string;
-}
 
 describe.each(availableSftpServerKinds())('doctor and status on %s sftp', (kind) => {
   let world: World;
