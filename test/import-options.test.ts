@@ -138,6 +138,26 @@ describe('shipped file kinds', () => {
   });
 });
 
+describe('duplicate ids', () => {
+  it('names the first line a key appeared on, even after a failing row and an earlier duplicate', async () => {
+    const r = await load(
+      { kind: 'samegoal-users' },
+      'user_id,first_name,last_name,email',
+      'u1,Ada,Lovelace,ada@lincoln.example',
+      'u2,Bad,Row,not-an-email',
+      'u1,Ada,Again,ada2@lincoln.example',
+      'u2,Alan,Turing,alan@lincoln.example',
+      'u1,Ada,Third,ada3@lincoln.example',
+    );
+    expect(r.counts).toMatchObject({ rows: 5, created: 1, failed: 4 });
+    expect(r.sampleErrors.slice(1)).toEqual([
+      'line 4: user_id "u1": duplicate user_id: it already appears on line 2; each user_id may appear only once',
+      'line 5: user_id "u2": duplicate user_id: it already appears on line 3; each user_id may appear only once',
+      'line 6: user_id "u1": duplicate user_id: it already appears on line 2; each user_id may appear only once',
+    ]);
+  });
+});
+
 describe('key column that is also the e-mail column (agylia-users)', () => {
   it('keys users by the lower-cased address, keeps the address as written, and finds case-only duplicates', async () => {
     const r = await load(

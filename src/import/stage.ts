@@ -96,42 +96,44 @@ export class Stage {
     this.pending = [];
     this.db.transaction(() => {
       for (const r of rows) {
-        if (r.user && !this.stageValid(r)) continue;
-        if (!r.user) this.stageFailed(r.line, r.key, r.raw!, r.problems!);
+        if (r.user) this.stageValid(r, r.user);
+        else this.stageFailed(r.line, r.key, r.raw!, r.problems!);
       }
     })();
   }
 
-  /** Stages a valid row, or turns it into a duplicate-key error; false when it was one. */
-  private stageValid(r: PendingRow): boolean {
-    const u = r.user!;
-    const earlier = this.failedKeys > 0 ? (this.failedKeyLine.get(r.key) as number | undefined) : undefined;
-    if (earlier === undefined) {
-      const kept: Record<string, string> = {};
-      const cleared: string[] = [];
-      for (const name of Object.keys(u.attributes).sort()) {
-        const v = u.attributes[name];
-        if (v === null) cleared.push(name);
-        else kept[name] = v;
-      }
-      const inserted = this.insertRow.run(
-        r.line, r.key, u.email ?? null, u.username ?? null, u.firstName ?? null, u.lastName ?? null, u.role ?? null,
-        u.siteId ?? null, u.siteLabel ?? null, u.password ?? null, u.active ? 1 : 0,
-        JSON.stringify(kept), cleared.length ? JSON.stringify(cleared) : null,
-      ).changes;
-      if (inserted === 1) return true;
-    }
-    const first = earlier ?? (this.validKeyLine.get(r.key) as number);
+  /** Stages a valid row, or, when its key came earlier in the file, records it as a duplicate. */
+  private stageValid(r: PendingRow, u: StagedUser): void {
+    const failedAt = this.failedKeys > 0 ? (this.failedKeyLine.get(r.key) as number | undefined) : undefined;
+    if (failedAt === undefined && this.insertStaged(r.line, r.key, u)) return;
+    const validAt = this.validKeyLine.get(r.key) as number | undefined;
+    const first = Math.min(...[failedAt, validAt].filter((n): n is number => n !== undefined));
     this.valid--;
     this.failed++;
-    this.stageFailed(r.line, r.key, r.raw!, [
-      {
-        column: this.keyColumn,
-        value: r.key,
-        reason: `duplicate ${this.keyColumn}: it already appears on line ${first}; each ${this.keyColumn} may appear only once`,
-      },
-    ]);
-    return false;
+    // Its key is already carried by the earlier row: only the error is recorded.
+    const problem: RowProblem = {
+      column: this.keyColumn,
+      value: r.key,
+      reason: `duplicate ${this.keyColumn}: it already appears on line ${first}; each ${this.keyColumn} may appear only once`,
+    };
+    this.insertError.run(r.line, JSON.stringify(r.raw), JSON.stringify([problem]));
+  }
+
+  /** False when the key is staged already (ON CONFLICT DO NOTHING changed nothing). */
+  private insertStaged(line: number, key: string, u: StagedUser): boolean {
+    const kept: Record<string, string> = {};
+    const cleared: string[] = [];
+    for (const name of Object.keys(u.attributes).sort()) {
+      const v = u.attributes[name];
+      if (v === null) cleared.push(name);
+      else kept[name] = v;
+    }
+    const changes = this.insertRow.run(
+      line, key, u.email ?? null, u.username ?? null, u.firstName ?? null, u.lastName ?? null, u.role ?? null,
+      u.siteId ?? null, u.siteLabel ?? null, u.password ?? null, u.active ? 1 : 0,
+      JSON.stringify(kept), cleared.length ? JSON.stringify(cleared) : null,
+    ).changes;
+    return changes === 1;
   }
 
   private stageFailed(line: number, key: string, raw: string[], problems: RowProblem[]): void {
