@@ -8,7 +8,7 @@ import posix from 'node:path/posix';
 import type { Config, TenantConfig } from '../config.js';
 import type { Db } from '../db/database.js';
 import { errorMessage, HostKeyMismatchError } from '../errors.js';
-import type { ImportStatus } from '../import/apply.js';
+import { emptyCounts, type ImportStatus } from '../import/apply.js';
 import { importFile, sha1File, type FileImportResult, type RecordedImport } from '../import/import-file.js';
 import type { KindRegistry } from '../import/kinds.js';
 import type { Logger } from '../log.js';
@@ -280,7 +280,12 @@ class TenantRun {
   }
 
   private placeholder(file: string): FileImportResult {
-    return { file, kind: '', status: 'applied', message: null, counts: { rows: 0, created: 0, updated: 0, unchanged: 0, deactivated: 0, archived: 0, failed: 0 }, importId: null, contentSha1: '', errorsCsv: null, sampleErrors: [] };
+    return { file, kind: '', status: 'applied', message: null, counts: emptyCounts(), importId: null, contentSha1: '', errorsCsv: null, sampleErrors: [] };
+  }
+
+  /** A file name the tenant's `files` does not map to a kind. */
+  private misnamed(name: string): string {
+    return `misnamed file "${name}"; expected one of ${Object.keys(this.tenant.files).map((f) => `"${f}"`).join(', ')}.`;
   }
 
   private rejectedWithoutImport(epoch: string, file: string, message: string): FileImportResult {
@@ -297,7 +302,7 @@ class TenantRun {
     const { db } = this.deps;
     const kind = kindForFile(this.tenant, name);
     if (!kind || !isSafeName(name)) {
-      const message = `misnamed file "${name}"; expected one of ${Object.keys(this.tenant.files).map((f) => `"${f}"`).join(', ')}. Rename it and upload the epoch again.`;
+      const message = `${this.misnamed(name)} Rename it and upload the epoch again.`;
       return this.recordRejection(epoch, name, message, finish);
     }
     const local = path.join(this.workDir, epoch, name);
@@ -463,8 +468,7 @@ class TenantRun {
       const kind = kindForFile(this.tenant, name);
       const epoch = epochName(new Date());
       if (!kind) {
-        const message = `misnamed file "${name}"; expected one of ${Object.keys(this.tenant.files).map((n) => `"${n}"`).join(', ')}.`;
-        this.result.epochs.push({ epoch, status: 'rejected', files: [this.rejectedWithoutImport(epoch, name, message)], remotePath: remote });
+        this.result.epochs.push({ epoch, status: 'rejected', files: [this.rejectedWithoutImport(epoch, name, this.misnamed(name))], remotePath: remote });
         continue;
       }
       const local = path.join(this.workDir, 'preview', f.name);
