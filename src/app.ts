@@ -1,33 +1,51 @@
-// Everything a command needs, opened once from the configuration: the typed config, the
-// database, the file kinds and a logger. Commands close it when they finish.
+// Everything a command needs, opened once from the configuration: the typed config, the store,
+// the file kinds and a logger; the password hashing pool and digest key when a run needs them.
+// Commands close it when they finish (idempotent).
 import { loadConfig, resolveConfigPath, type Config, type TenantConfig } from './config.js';
-import { openDatabase, type Db } from './db/database.js';
 import { ConfigError } from './errors.js';
+import { ScryptPool, type Hasher } from './import/hash-pool.js';
 import { KindRegistry } from './import/kinds.js';
+import { loadDigestKey } from './import/passwords.js';
 import { createLogger, type Logger } from './log.js';
+import { openStore } from './store/open.js';
+import type { Store } from './store/types.js';
+import type { RunDeps } from './worker/context.js';
+import type { Semaphore } from './worker/runner.js';
 
 export interface App {
   config: Config;
-  db: Db;
+  store: Store;
   kinds: KindRegistry;
   log: Logger;
-  close(): void;
+  /** The dependencies of a tenant's run (the hashing pool starts on first use). */
+  runDeps(opts?: { processing?: Semaphore }): RunDeps;
+  close(): Promise<void>;
 }
 
-export function openApp(configFlag: string | undefined, logLevel?: string): App {
+export async function openApp(configFlag: string | undefined, opts: { logLevel?: string; migrate?: boolean } = {}): Promise<App> {
   const config = loadConfig(resolveConfigPath(configFlag));
-  if (logLevel) config.log.level = logLevel;
-  const db = openDatabase(config.database);
+  if (opts.logLevel) config.log.level = opts.logLevel;
+  const log = createLogger(config.log);
+  const store = await openStore(config.database, { log, migrate: opts.migrate });
+  const kinds = new KindRegistry();
+  let hasher: Hasher | undefined;
+  let digestKey: Buffer | null | undefined;
   let closed = false;
   return {
     config,
-    db,
-    kinds: new KindRegistry(),
-    log: createLogger(config.log),
-    close() {
+    store,
+    kinds,
+    log,
+    runDeps(o = {}) {
+      hasher ??= new ScryptPool();
+      digestKey ??= loadDigestKey(config.passwordDigest);
+      return { config, store, kinds, log, hasher, digestKey, processing: o.processing };
+    },
+    async close() {
       if (closed) return;
       closed = true;
-      db.close();
+      await hasher?.close();
+      await store.close();
     },
   };
 }

@@ -33,7 +33,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('run the worker: the daemon (each tenant on its schedule), or with --now one immediate run that then exits')
     .option('--now', 'process now, in the foreground, then exit')
     .option('-t, --tenant <id>', 'only this tenant (repeatable; default: all)', collect)
-    .option('--force', 'reprocess a seen keep-in-place file and apply a held full sync')
+    .option('--force', 'process a keep-in-place file again even if its content was processed before')
     .option('--dry-run', 'check everything and report what would change; apply and move nothing')
     .option('--json', 'print the results as JSON (with --now)')
     .addHelpText(
@@ -54,13 +54,30 @@ export function buildProgram(setExit: (code: number) => void): Command {
       setExit(await runDaemon({ config: cfg(), tenant: opts.tenant }));
     });
 
+  for (const [action, what] of [
+    ['release', 'apply one held upload after review (over the deactivation limit it was held for); the district is told'],
+    ['discard', 'file one held upload away in bak without applying it; the district is told'],
+  ] as const) {
+    program
+      .command(action)
+      .description(what)
+      .argument('<epoch>', 'the held upload (`provisioner status` lists them)')
+      .requiredOption('-t, --tenant <id>', 'tenant id')
+      .option('--json', 'print JSON')
+      .addHelpText('after', '\nExit codes: 0 done, 1 applied with row errors or not applied (superseded), 2 usage error (no such held upload), 3 failed.')
+      .action(async (epoch: string, opts: { tenant: string; json?: boolean }) => {
+        const { heldCommand } = await import('./commands/held.js');
+        setExit(await heldCommand(action, epoch, { config: cfg(), ...opts }));
+      });
+  }
+
   program
     .command('users')
     .description("show a tenant's user directory as it stands")
     .requiredOption('-t, --tenant <id>', 'tenant id')
     .option('--history <externalId>', 'every change to one user: when, which upload, who, from what to what')
     .option('--json', 'print JSON')
-    .action((opts: { tenant: string; json?: boolean; history?: string }) => setExit(usersCommand({ config: cfg(), ...opts })));
+    .action(async (opts: { tenant: string; json?: boolean; history?: string }) => setExit(await usersCommand({ config: cfg(), ...opts })));
 
   program
     .command('trigger')
@@ -80,7 +97,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .description('per tenant: last run and its result, next scheduled run, pending/held/stale uploads, queued mail, daemon, recent imports')
     .option('-t, --tenant <id>', 'only this tenant (repeatable)', collect)
     .option('--json', 'print JSON')
-    .action((opts: { tenant?: string[]; json?: boolean }) => setExit(statusCommand({ config: cfg(), ...opts })));
+    .action(async (opts: { tenant?: string[]; json?: boolean }) => setExit(await statusCommand({ config: cfg(), ...opts })));
 
   program
     .command('validate')

@@ -30,11 +30,13 @@ export interface SftpSettings {
   host: string;
   port: number;
   username: string;
+  /** As written in the file: `${NAME}` is filled in only when this tenant is connected to (resolveSftp). */
   password?: string;
   /** Absolute path of the private key file. */
   privateKey?: string;
   passphrase?: string;
-  hostKey: string;
+  /** The pinned fingerprint; undefined until `doctor` has shown it and someone pasted it. */
+  hostKey?: string;
   timeoutSeconds: number;
 }
 
@@ -47,7 +49,7 @@ export interface TenantConfig {
   settleSeconds: number;
   staleAfterHours: number;
   sftp: SftpSettings;
-  paths: { upload: string; bak: string; tmp: string; log?: string };
+  paths: { upload: string; bak: string; tmp: string; failed: string; log?: string };
   /** File name or glob -> file kind. */
   files: Record<string, string>;
   loose: 'auto' | 'all' | 'keep';
@@ -59,10 +61,17 @@ export interface TenantConfig {
 export interface Config {
   /** Absolute path of the file this came from (or '<embedded>'). */
   source: string;
+  /** A SQLite file (absolute path) or a postgres:// URL. */
   database: string;
   workDir: string;
   concurrency: number;
+  /** SFTP sessions opened at once to look for work. */
+  discoveryConcurrency: number;
   leaseSeconds: number;
+  settleRecheckSeconds: number;
+  limits: { maxRecordBytes: number };
+  /** The key of the password digests: given, in a file given, or (SQLite) a file made beside the database. */
+  passwordDigest: { key?: string; keyFile?: string; defaultFile?: string };
   log: { level: string; format: 'auto' | 'pretty' | 'json' };
   mail: { from: string; smtp?: string; outbox: string; operators: string[]; timeoutSeconds: number; retrySeconds?: number };
   tenants: TenantConfig[];
@@ -125,9 +134,39 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   return config;
 }
 
+/**
+ * Keys whose `${NAME}` is filled in only when used: a tenant's SFTP credentials (when that tenant
+ * is connected to) and the SMTP URL (when mail is sent). `status`, `users` or another tenant's
+ * run must not fail because one tenant's secret is not in this shell.
+ */
+const DEFERRED = [/^tenants\.[^.]+\.sftp\.(password|passphrase|privateKey)$/, /^mail\.smtp$/];
+
+const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/** Fills in `${NAME}` in one deferred value; the error names the variable and the key. */
+export function expandSecret(value: string, at: string, env: NodeJS.ProcessEnv = process.env): string {
+  const missing: string[] = [];
+  const out = value.replace(ENV_REF, (_m, name: string) => env[name] ?? (missing.push(name), ''));
+  if (missing.length) throw new ConfigError(`${at}: environment variable ${missing.join(', ')} is not set`);
+  return out;
+}
+
+/** A tenant's SFTP settings with its secrets filled in (ConfigError naming what is missing). */
+export function resolveSftp(tenant: TenantConfig, env: NodeJS.ProcessEnv = process.env): SftpSettings {
+  const at = `tenants.${tenant.id}.sftp`;
+  const { password, passphrase, privateKey } = tenant.sftp;
+  return {
+    ...tenant.sftp,
+    password: password === undefined ? undefined : expandSecret(password, `${at}.password`, env),
+    passphrase: passphrase === undefined ? undefined : expandSecret(passphrase, `${at}.passphrase`, env),
+    privateKey: privateKey === undefined ? undefined : expandSecret(privateKey, `${at}.privateKey`, env),
+  };
+}
+
 /** Replace `${NAME}` in every string; an unset variable is a problem naming it and its key. */
 function expandEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
   if (typeof value === 'string') {
+    if (DEFERRED.some((d) => d.test(at))) return value;
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
       const v = env[name];
       if (v === undefined) {
@@ -184,7 +223,12 @@ interface RawConfig {
   database: string;
   workDir?: string;
   concurrency?: number;
+  discoveryConcurrency?: number;
   leaseSeconds?: number;
+  settleRecheckSeconds?: number;
+  limits?: { maxRecordBytes?: number };
+  passwordDigestKey?: string;
+  passwordDigestKeyFile?: string;
   log?: { level?: string; format?: 'auto' | 'pretty' | 'json' };
   mail?: { from: string; smtp?: string; outbox?: string; operators?: string[]; timeoutSeconds?: number; retrySeconds?: number };
   defaults?: Partial<Record<keyof typeof DEFAULTS, string | number>>;
@@ -207,10 +251,15 @@ interface RawTenant {
   notify?: Partial<TenantConfig['notify']>;
 }
 
+/** A placeholder such as the README's `"SHA256:…"` means "not pinned yet". */
+const isFingerprint = (v: string | undefined): v is string => v !== undefined && /^SHA256:[A-Za-z0-9+/]{43}=?$/.test(v);
+
 function normalize(raw: RawConfig, file: string): Config {
   const base = path.dirname(path.resolve(file));
   const rel = (p: string) => path.resolve(base, p);
-  const database = rel(raw.database);
+  const postgres = /^postgres(ql)?:\/\//i.test(raw.database);
+  const database = postgres ? raw.database : rel(raw.database);
+  const localBase = postgres ? path.join(base, 'data') : path.dirname(database);
   const d = { ...DEFAULTS, ...raw.defaults } as typeof DEFAULTS;
   const tenants = Object.entries(raw.tenants).map(([id, t]): TenantConfig => {
     const upload = t.paths?.upload ?? '/upload';
@@ -225,13 +274,15 @@ function normalize(raw: RawConfig, file: string): Config {
       sftp: {
         ...t.sftp,
         port: t.sftp.port ?? 22,
-        privateKey: t.sftp.privateKey ? rel(t.sftp.privateKey) : undefined,
+        privateKey: t.sftp.privateKey ? (t.sftp.privateKey.includes('${') ? t.sftp.privateKey : rel(t.sftp.privateKey)) : undefined,
+        hostKey: isFingerprint(t.sftp.hostKey) ? t.sftp.hostKey : undefined,
         timeoutSeconds: t.sftp.timeoutSeconds ?? d.timeoutSeconds,
       },
       paths: {
         upload,
         bak: t.paths?.bak ?? path.posix.join(upload, 'bak'),
         tmp: t.paths?.tmp ?? '/tmp',
+        failed: t.paths?.failed ?? path.posix.join(upload, 'failed'),
         log: t.paths?.log,
       },
       files: t.files,
@@ -244,14 +295,22 @@ function normalize(raw: RawConfig, file: string): Config {
   return {
     source: path.resolve(file),
     database,
-    workDir: raw.workDir ? rel(raw.workDir) : path.join(path.dirname(database), 'work'),
+    workDir: raw.workDir ? rel(raw.workDir) : path.join(localBase, 'work'),
     concurrency: raw.concurrency ?? 4,
-    leaseSeconds: raw.leaseSeconds ?? 900,
+    discoveryConcurrency: raw.discoveryConcurrency ?? 32,
+    leaseSeconds: raw.leaseSeconds ?? 60,
+    settleRecheckSeconds: raw.settleRecheckSeconds ?? 1,
+    limits: { maxRecordBytes: raw.limits?.maxRecordBytes ?? 1 << 20 },
+    passwordDigest: {
+      key: raw.passwordDigestKey,
+      keyFile: raw.passwordDigestKeyFile ? rel(raw.passwordDigestKeyFile) : undefined,
+      defaultFile: postgres ? undefined : path.join(localBase, 'provisioner.key'),
+    },
     log: { level: raw.log?.level ?? 'info', format: raw.log?.format ?? 'auto' },
     mail: {
       from: raw.mail?.from ?? 'provisioner <provisioner@localhost>',
       smtp: raw.mail?.smtp,
-      outbox: rel(raw.mail?.outbox ?? path.join(path.dirname(raw.database), 'outbox')),
+      outbox: raw.mail?.outbox ? rel(raw.mail.outbox) : path.join(localBase, 'outbox'),
       operators: raw.mail?.operators ?? [],
       timeoutSeconds: raw.mail?.timeoutSeconds ?? 30,
       retrySeconds: raw.mail?.retrySeconds ?? 30,
@@ -269,7 +328,7 @@ function semanticProblems(config: Config): string[] {
     if (!t.sftp.password && !t.sftp.privateKey) {
       problems.push(`${at}.sftp: set either password or privateKey`);
     }
-    if (t.sftp.privateKey && !fs.existsSync(t.sftp.privateKey)) {
+    if (t.sftp.privateKey && !t.sftp.privateKey.includes('${') && !fs.existsSync(t.sftp.privateKey)) {
       problems.push(`${at}.sftp.privateKey: file ${t.sftp.privateKey} does not exist`);
     }
     for (const [name, kind] of Object.entries(t.files)) {

@@ -1,14 +1,14 @@
 // `provisioner run`: the daemon in the foreground, for systemd, a container or a terminal.
 // SIGTERM or SIGINT stops it gracefully (no new runs; the runs in hand finish; exit 0); a
 // second signal exits at once — still safe, as every file is applied in one transaction and
-// an epoch left claimed is recovered on the next start.
+// an epoch left claimed is recovered on the next start (or by another daemon of the cluster).
 import { openApp, selectTenants } from './app.js';
 import type { Config, TenantConfig } from './config.js';
 import { ConfigError, ExitCode } from './errors.js';
 import { Daemon } from './service/daemon.js';
 
 export async function runDaemon(flags: { config?: string; tenant?: string[] }): Promise<number> {
-  const app = openApp(flags.config);
+  const app = await openApp(flags.config);
   let daemon: Daemon | undefined;
   let signals = 0;
   let onSignal: (signal: NodeJS.Signals) => void = () => {};
@@ -25,7 +25,7 @@ export async function runDaemon(flags: { config?: string; tenant?: string[] }): 
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   try {
-    daemon = new Daemon(app, { tenants: daemonTenants(app.config, flags.tenant), threads: true });
+    daemon = new Daemon(app, { tenants: daemonTenants(app.config, flags.tenant) });
     await daemon.start();
     const signal = await stopRequested;
     app.log.info(`${signal} received: stopping (no new runs; the runs in hand finish first)`);
@@ -33,7 +33,7 @@ export async function runDaemon(flags: { config?: string; tenant?: string[] }): 
     return ExitCode.ok;
   } finally {
     await daemon?.stop();
-    app.close();
+    await app.close();
     // Should a library keep a socket or timer alive, do not hang a service manager's stop.
     setTimeout(() => process.exit(process.exitCode ?? 0), 3000).unref();
   }

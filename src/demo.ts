@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { runNow } from './commands/run-now.js';
-import { openDatabase } from './db/database.js';
+import { SqliteStore } from './store/sqlite/store.js';
 import { usersCommand } from './commands/users.js';
 import { startEmbeddedSftpServer } from './sftp/embedded-server.js';
 import { epochName } from './worker/uploads.js';
@@ -65,7 +65,7 @@ async function main(): Promise<number> {
     say(`\n(exit code ${code}: 1 means some rows were rejected, as intended in this demo)\n`);
 
     say(`$ provisioner --config ${rel(configPath)} users --tenant ${TENANT}`);
-    usersCommand({ config: configPath, tenant: TENANT });
+    await usersCommand({ config: configPath, tenant: TENANT });
 
     const bak = path.join(root, 'upload', 'bak', epoch);
     const outbox = path.join(DEMO_DIR, 'outbox');
@@ -76,7 +76,7 @@ async function main(): Promise<number> {
     say(`  errors.csv        ${rel(path.join(bak, 'errors.csv'))}  (fix these rows and upload the file again as it is)`);
     say(`  remote log        ${rel(path.join(root, 'log', 'import.log'))}`);
     for (const f of eml) say(`  report e-mail     ${rel(path.join(outbox, f))}`);
-    const html = writeReportHtml(path.join(DEMO_DIR, 'provisioner.db'), path.join(DEMO_DIR, 'report.html'));
+    const html = await writeReportHtml(path.join(DEMO_DIR, 'provisioner.db'), path.join(DEMO_DIR, 'report.html'));
     if (html) say(`  report as HTML    ${rel(html)}  (open it in a browser)`);
     if (fs.existsSync(path.join(bak, 'errors.csv'))) {
       say('\nerrors.csv:');
@@ -90,15 +90,15 @@ async function main(): Promise<number> {
 }
 
 /** The queued report's HTML part as a file, so it can be opened in a browser as it is. */
-function writeReportHtml(database: string, file: string): string | null {
-  const db = openDatabase(database);
+async function writeReportHtml(database: string, file: string): Promise<string | null> {
+  const store = new SqliteStore(database);
   try {
-    const html = db.prepare('SELECT html FROM mail_queue ORDER BY id DESC LIMIT 1').pluck().get() as string | undefined;
-    if (!html) return null;
-    fs.writeFileSync(file, html);
+    const [mail] = await store.mail.list(TENANT, 1);
+    if (!mail) return null;
+    fs.writeFileSync(file, mail.html);
     return file;
   } finally {
-    db.close();
+    await store.close();
   }
 }
 

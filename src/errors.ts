@@ -25,9 +25,18 @@ export class ConfigError extends ProvisionerError {
   }
 }
 
-/** The remote side failed: unreachable host, refused login, wrong host key, timeout. */
+/**
+ * The remote side failed. `connectionLost`: the connection itself is gone (timeout, reset,
+ * refused login): the run stops and what it claimed is recovered next time. Otherwise the
+ * server answered (permission denied, no such file): that concerns one upload only.
+ */
 export class RemoteError extends ProvisionerError {
   override readonly exitCode = ExitCode.failed;
+  readonly connectionLost: boolean;
+  constructor(message: string, options?: { cause?: unknown; connectionLost?: boolean }) {
+    super(message, options);
+    this.connectionLost = options?.connectionLost ?? true;
+  }
 }
 
 /** The host key the server presented is not the one pinned for the tenant. */
@@ -38,6 +47,16 @@ export class HostKeyMismatchError extends RemoteError {
         `If the server's key really changed, confirm the new fingerprint with the host's operator and update sftp.hostKey.`,
     );
   }
+}
+
+/** The store stayed locked (or unreachable) for longer than we wait; nothing was changed. */
+export class StoreBusyError extends ProvisionerError {
+  override readonly exitCode = ExitCode.failed;
+}
+
+/** The database cannot be used: unreachable, wrong credentials, schema newer or older than ours. */
+export class StoreError extends ProvisionerError {
+  override readonly exitCode = ExitCode.failed;
 }
 
 /** A whole file cannot be imported (misnamed, missing column, not UTF-8, ...). */

@@ -20,3 +20,15 @@ export function packageRoot(): string {
 
 export const schemasDir = (): string => path.join(packageRoot(), 'schemas');
 export const templatesDir = (): string => path.join(packageRoot(), 'templates');
+
+/**
+ * The compiled script of a worker thread next to `moduleUrl`. Under the test runner modules are
+ * loaded from src/ as TypeScript, but a thread needs JavaScript: there the one in dist/ is used
+ * (`npm test` builds first).
+ */
+export function threadScript(moduleUrl: string, file: string): URL {
+  const sibling = new URL(file, moduleUrl);
+  if (fs.existsSync(fileURLToPath(sibling))) return sibling;
+  const rel = path.relative(packageRoot(), path.dirname(fileURLToPath(moduleUrl)));
+  return new URL(`file://${path.join(packageRoot(), 'dist', rel, file)}`);
+}

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig } from '../src/config.js';
+import { loadConfig, parseConfig, resolveSftp } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -23,8 +23,8 @@ describe('configuration', () => {
     const config = loadConfig(example, env);
     expect(config.tenants.map((t) => t.id)).toEqual(['lincoln-usd', 'jefferson-sd', 'acme-learning', 'uni-parking']);
     const lincoln = config.tenants.find((t) => t.id === 'lincoln-usd')!;
-    expect(lincoln.sftp.password).toBe('x');
-    expect(lincoln.paths).toEqual({ upload: '/upload', bak: '/upload/bak', tmp: '/tmp', log: undefined });
+    expect(resolveSftp(lincoln, env).password).toBe('x');
+    expect(lincoln.paths).toEqual({ upload: '/upload', bak: '/upload/bak', tmp: '/tmp', failed: '/upload/failed', log: undefined });
     expect(lincoln.options.actor).toBe('ftp-user@lincoln.example');
     const text = fs.readFileSync(example, 'utf8');
     const schema = JSON.parse(fs.readFileSync(path.join(packageRoot(), 'schemas/config.schema.json'), 'utf8'));
@@ -40,10 +40,30 @@ describe('configuration', () => {
     for (const key of keys) expect(text, `config.example.yaml should mention ${key}`).toMatch(new RegExp(`\\b${key}:`));
   });
 
-  it('fills ${NAME} from the environment and names a missing variable with its key', () => {
-    const yaml = fs.readFileSync(example, 'utf8');
+  it('fills ${NAME} from the environment; a tenant\'s SFTP secret only when that tenant is connected to', () => {
+    const yaml = fs.readFileSync(example, 'utf8').replace('database: ./data/provisioner.db', 'database: ${DB_FILE}');
     const problems = problemsOf(() => parseConfig(yaml, 'config.yaml', {}));
-    expect(problems).toContain('tenants.lincoln-usd.sftp.password: environment variable LINCOLN_SFTP_PASSWORD is not set');
+    expect(problems).toContain('database: environment variable DB_FILE is not set');
+    expect(problems.join('\n')).not.toContain('SFTP_PASSWORD');
+    // status, users, trigger and another tenant's run load the file without any tenant's secret.
+    const config = parseConfig(yaml, 'config.yaml', { DB_FILE: './x.db' });
+    const lincoln = config.tenants.find((t) => t.id === 'lincoln-usd')!;
+    expect(() => resolveSftp(lincoln, {})).toThrow('tenants.lincoln-usd.sftp.password: environment variable LINCOLN_SFTP_PASSWORD is not set');
+    expect(resolveSftp(lincoln, { LINCOLN_SFTP_PASSWORD: 's3cret' }).password).toBe('s3cret');
+  });
+
+  it('takes a tenant without a host key (or with the README\'s placeholder) as not pinned yet', () => {
+    const yaml = (hostKey: string) => `
+database: ./x.db
+tenants:
+  fresh:
+    sftp: { host: h, username: u, password: p${hostKey} }
+    files: { users.csv: samegoal-users }
+    notify: { when: never }
+`;
+    expect(parseConfig(yaml(''), 'c.yaml', {}).tenants[0].sftp.hostKey).toBeUndefined();
+    expect(parseConfig(yaml(', hostKey: "SHA256:…"'), 'c.yaml', {}).tenants[0].sftp.hostKey).toBeUndefined();
+    expect(parseConfig(yaml(`, hostKey: "SHA256:${'a'.repeat(43)}"`), 'c.yaml', {}).tenants[0].sftp.hostKey).toBe(`SHA256:${'a'.repeat(43)}`);
   });
 
   it('reports every schema problem at once as path: message', () => {

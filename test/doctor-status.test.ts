@@ -35,12 +35,12 @@ describe.each(availableSftpServerKinds())('doctor and status on %s sftp', (kind)
     const r = await world.cli(['doctor']);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.stdout).toMatch(/✓ config\s+.*is valid: 1 tenant/);
-    expect(r.stdout).toMatch(/✓ database\s+.*writable, schema version \d+/);
+    expect(r.stdout).toMatch(/✓ database\s+.*(writable, schema version \d+|new and writable)/);
     expect(r.stdout).toMatch(/✓ mail\s+the SMTP server smtp:\/\/127\.0\.0\.1:\d+\/? accepts connections/);
     expect(r.stdout).toMatch(new RegExp(`✓ lincoln: host key\\s+.*${escape(world.server.hostKeyFingerprint)}`));
     expect(r.stdout).toMatch(/✓ lincoln: sftp login/);
     expect(r.stdout).toMatch(/✓ lincoln: upload folder\s+\/lincoln\/upload exists and is writable/);
-    expect(r.stdout).toMatch(/✓ lincoln: bak folder\s+\/lincoln\/upload\/bak does not exist yet; it will be created on first use/);
+    expect(r.stdout).toMatch(/✓ lincoln: bak folder\s+\/lincoln\/upload\/bak does not exist yet; it can be created, and written \(it is made on first use\)/);
     expect(r.stdout).toMatch(/✓ lincoln: log folder\s+\/lincoln\/log does not exist yet/);
     expect(r.stdout).toContain('All checks passed.');
     // Nothing is left behind by the probes, and nothing was created.
@@ -105,24 +105,30 @@ describe.each(availableSftpServerKinds())('doctor and status on %s sftp', (kind)
     expect([7, 8]).toContain(next.getUTCHours());
     expect(next.getTime() - Date.now()).toBeGreaterThan(0);
     expect(next.getTime() - Date.now()).toBeLessThan(25 * 3600_000);
-    expect(s.held).toEqual([{ epoch: '20240102-020000', file: 'users.csv', heldAt: expect.any(String), message: expect.stringContaining('deactivate') }]);
+    expect(s.held).toEqual([
+      {
+        importId: expect.any(Number), epoch: '20240102-020000', file: 'users.csv', kind: 'samegoal-users', heldAt: expect.any(String),
+        message: expect.stringContaining('deactivate'), counts: expect.objectContaining({ rows: 1, deactivated: 9 }),
+        location: '/lincoln/upload/.held/20240102-020000', supersededBy: null,
+      },
+    ]);
     expect(s.queuedMail).toMatchObject({ queued: 2, sent: 0 });
     expect(s.pending).toEqual({ triggers: 0, claimed: [] });
-    expect(s.daemon).toEqual({ running: false, owner: null, since: null, heartbeatAt: null });
+    expect(s.daemon).toEqual({ running: false, owner: null, host: null, since: null, heartbeatAt: null });
 
     const text = await world.cli(['status']);
     expect(text.stdout).toContain('daemon: not running');
     expect(text.stdout).toMatch(/lincoln\s*│.*│\s*errors\s*│.*│\s*-\s*│\s*1\s*│\s*-\s*│\s*2/);
     expect(text.stdout).toContain('held: 20240102-020000/users.csv');
-    expect(text.stdout).toContain('provisioner run --now --force --tenant lincoln');
+    expect(text.stdout).toContain('provisioner release --tenant lincoln 20240102-020000');
 
     const d = spawnDaemon(world);
     try {
       await waitFor('the daemon', () => d.output().includes('daemon started'), 15_000);
       expect((await world.cli(['trigger', '--tenant', 'lincoln'])).code).toBe(0);
       const [live] = JSON.parse((await world.cli(['status', '--json'])).stdout);
-      expect(live.daemon).toMatchObject({ running: true, owner: expect.stringMatching(/:\d+$/), since: expect.any(String) });
-      expect((await world.cli(['status'])).stdout).toMatch(/daemon: running as \S+:\d+ since/);
+      expect(live.daemon).toMatchObject({ running: true, owner: expect.stringMatching(/:\d+:[0-9a-f]+$/), since: expect.any(String) });
+      expect((await world.cli(['status'])).stdout).toMatch(/daemon: \S+:\d+:[0-9a-f]+ on \S+, up since/);
     } finally {
       expect(await d.stop()).toBe(0);
     }

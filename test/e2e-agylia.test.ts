@@ -77,7 +77,8 @@ describe.each(availableSftpServerKinds())('Agylia user imports on %s sftp', (kin
     ]);
     expect(JSON.parse(users[0].attributes)).toEqual({ Department: 'Research', JobTitle: 'Analyst' });
     expect(world.query("SELECT DISTINCT actor FROM imports WHERE tenant = 'acme'")).toEqual([{ actor: ADMIN }]);
-    expect(world.query("SELECT DISTINCT actor FROM user_changes WHERE tenant = 'acme'")).toEqual([{ actor: ADMIN }]);
+    expect(world.query("SELECT DISTINCT actor FROM imports WHERE tenant = 'acme'")).toEqual([{ actor: ADMIN }]);
+    expect(world.query("SELECT DISTINCT updated_by AS actor FROM users WHERE tenant = 'acme'")).toEqual([{ actor: ADMIN }]);
     // The status report goes to the admin, with the failed records attached.
     const [report] = mails(world, 'acme');
     expect(report.to).toEqual([ADMIN]);

@@ -81,7 +81,7 @@ describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) =
     const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stdout).toContain('applied with errors');
-    expect(r.stdout).toContain(`line 6: SITE_ID "999": site id 999 is not in this district's site map; use one of 100, 200 or ask us to add it`);
+    expect(r.stdout).toContain(`line 6: SITE_ID "999": this site id is not in this district's site map; use one of 100, 200 or ask us to add it`);
     expect(r.stdout).toContain('line 7: PASSWORD "(hidden)": is not a date');
 
     const users = dbUsers(world, 'lincoln');
@@ -122,7 +122,7 @@ describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) =
     for (const secret of [canary, '4/7/2011', '2011-04-07', '04/07/2011', '20110407']) expect(everything).not.toContain(secret);
   });
 
-  it('wipes and reloads nightly, holds a file that would deactivate too many, and --force applies it', async () => {
+  it('wipes and reloads nightly, holds a file that would deactivate too many, and release applies it', async () => {
     const all = Array.from({ length: 10 }, (_, i) => student(1001 + i));
     world.putFile(`${UPLOAD}/students.csv`, csv(HEADER, ...all));
     const first = await world.cli(['run', '--tenant', 'lincoln', '--now']);
@@ -161,9 +161,18 @@ describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) =
     expect(idle.stdout).toContain('nothing to do');
     expect(world.exists(`${UPLOAD}/.held/${heldEpoch}/students.csv`)).toBe(true);
 
-    // ...applied by --force, and filed in bak.
-    const forced = await world.cli(['run', '--tenant', 'lincoln', '--now', '--force']);
+    // ...and by --force, which only concerns keep-in-place files: a new upload in that run would still be checked...
+    const notReleased = await world.cli(['run', '--tenant', 'lincoln', '--now', '--force']);
+    expect(notReleased.code).toBe(0);
+    expect(world.exists(`${UPLOAD}/.held/${heldEpoch}/students.csv`)).toBe(true);
+
+    // ...applied once an operator releases it, and filed in bak; the district is told.
+    const forced = await world.cli(['release', '--tenant', 'lincoln', heldEpoch]);
     expect(forced.code, forced.stdout + forced.stderr).toBe(0);
+    const released = mails(world).at(-1)!;
+    expect(released.text).toContain('Released by');
+    expect(released.text).toContain(`${UPLOAD}/bak/${heldEpoch}`);
+    expect(world.query<{ action: string; result: string }>('SELECT action, result FROM audit')).toEqual([{ action: 'release', result: 'ok' }]);
     expect(world.exists(`${UPLOAD}/.held/${heldEpoch}`)).toBe(false);
     expect(resultJson(world, `${UPLOAD}/bak/${heldEpoch}`)).toMatchObject({ status: 'applied', files: [{ deactivated: 3, updated: 1, unchanged: 5 }] });
     users = dbUsers(world, 'lincoln');
@@ -211,10 +220,13 @@ describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) =
     const heldStatus = JSON.parse((await world.cli(['status', '--tenant', 'jefferson', '--json'])).stdout);
     expect(heldStatus[0].held.map((h: { file: string }) => h.file)).toEqual(['students.csv']);
 
-    const forced = await world.cli(['run', '--tenant', 'jefferson', '--now', '--force']);
+    // The copy that was held (not the file as it is now) is what a release applies.
+    const heldEpoch = heldStatus[0].held[0].epoch as string;
+    expect(world.read(`/jefferson/Upload/.held/${heldEpoch}/students.csv`)).toBe(csv(header, ...rows.slice(0, 2)));
+    const forced = await world.cli(['release', '--tenant', 'jefferson', heldEpoch]);
     expect(forced.code, forced.stdout).toBe(0);
     expect(dbUsers(world, 'jefferson').filter((u) => u.active).map((u) => u.external_id)).toEqual(['1', '2']);
-    // Applied under a new epoch: status no longer lists it as held.
+    // Released: status no longer lists it as held.
     const after = JSON.parse((await world.cli(['status', '--tenant', 'jefferson', '--json'])).stdout);
     expect(after[0].held).toEqual([]);
   });
@@ -225,11 +237,11 @@ describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) =
     const r = await world.cli(['validate', '--tenant', 'lincoln', local]);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stdout).toContain('3 row(s): 1 valid, 2 with errors');
-    expect(r.stdout).toContain(`line 3: SITE_ID "300": site id 300 is not in this district's site map`);
+    expect(r.stdout).toContain(`line 3: SITE_ID "300": this site id is not in this district's site map`);
     expect(r.stdout).toContain('line 4: PASSWORD "(hidden)": is not a date');
     expect(r.stdout).not.toContain('not-a-date');
     const errors = fs.readFileSync(path.join(world.dir, 'students.errors.csv'), 'utf8');
-    expect(errors.split('\r\n')[0]).toBe(`${HEADER},error`);
+    expect(errors.split('\r\n')[0]).toBe(`\uFEFF${HEADER},error`); // errors.csv starts with a BOM, for Excel
 
     fs.writeFileSync(local, csv('STUDENT_ID,LAST_NAME,FIRST_NAME,GRADE,SITE_ID,EMAIL,PASSWORD', student(1001)));
     const strict = await world.cli(['validate', '--tenant', 'lincoln', local]);

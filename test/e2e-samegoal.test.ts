@@ -119,7 +119,7 @@ describe.each(availableSftpServerKinds())('SameGoal provisioning on %s sftp', (k
     expect(mails(world)).toEqual([]);
   });
 
-  it('moves an epoch with a held file to .held even when another of its files was rejected; --force files it in bak', async () => {
+  it('moves an epoch with a held file to .held even when another of its files was rejected; release files it in bak', async () => {
     world.addTenant('lincoln', {
       ...world.tenantConfig('lincoln'),
       options: { fullSync: true, maxDeactivatePercent: 10 },
@@ -138,8 +138,8 @@ describe.each(availableSftpServerKinds())('SameGoal provisioning on %s sftp', (k
     expect(report.text).toContain(`${UPLOAD}/.held/20240102-020000`);
     expect(dbUsers(world, 'lincoln').every((u) => u.active)).toBe(true);
 
-    const forced = await world.cli(['run', '--tenant', 'lincoln', '--now', '--force']);
-    expect(forced.code).toBe(1); // usrs.csv is still misnamed
+    const forced = await world.cli(['release', '--tenant', 'lincoln', '20240102-020000']);
+    expect(forced.code, forced.stdout + forced.stderr).toBe(1); // usrs.csv is still misnamed
     expect(world.exists(`${UPLOAD}/.held/20240102-020000`)).toBe(false);
     const result = resultJson(world, `${BAK}/20240102-020000`);
     expect(result.files.map((f) => [f.file, f.status, f.deactivated])).toEqual([

@@ -1,42 +1,52 @@
-// The report mail end to end: queued in a real SQLite file, rendered from the shipped
-// templates, delivered to a real SMTP server (or written to the outbox), parsed back.
+// The report mail end to end: outcomes stored in a real SQLite file, turned into reports from
+// the shipped templates (errors.csv rebuilt from the database), queued, delivered to a real
+// SMTP server (or written to the outbox), parsed back.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import PostalMime from 'postal-mime';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_OPTIONS, type Config, type TenantConfig } from '../src/config.js';
-import { openDatabase, type Db } from '../src/db/database.js';
-import { backoffMs, deliverQueuedMail, emlName, mailQueueSummary } from '../src/mail/outbox.js';
-import type { MailRow } from '../src/mail/queue.js';
-import { queueReport, renderReport, shouldNotify, type EpochReport, type FileReport } from '../src/mail/report.js';
+import { importFile } from '../src/import/import-file.js';
+import { KindRegistry } from '../src/import/kinds.js';
+import { silentLogger } from '../src/log.js';
+import { backoffMs, deliverQueuedMail, emlName, PERMANENT_TRIES } from '../src/mail/delivery.js';
+import { renderReport, shouldNotify, type EpochReport, type FileReport } from '../src/mail/report.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
+import type { NewMail, OutcomePayload } from '../src/store/types.js';
+import { reportOutcomes } from '../src/worker/reporting.js';
 import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
 
 const EPOCH = '20240101-020000';
 
 let dir: string;
-let db: Db;
+let store: SqliteStore;
 let smtp: TestSmtpServer | undefined;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-mail-'));
-  db = openDatabase(path.join(dir, 'provisioner.db'));
+  store = new SqliteStore(path.join(dir, 'provisioner.db'));
+  await store.schema.migrate();
 });
 
 afterEach(async () => {
-  db.close();
+  await store.close();
   await smtp?.stop();
   smtp = undefined;
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function makeConfig(smtpUrl?: string): Config {
+function makeConfig(smtpUrl?: string, tenants: TenantConfig[] = [makeTenant()]): Config {
   return {
     source: '<test>',
     database: path.join(dir, 'provisioner.db'),
     workDir: path.join(dir, 'work'),
     concurrency: 1,
+    discoveryConcurrency: 1,
     leaseSeconds: 60,
+    settleRecheckSeconds: 0,
+    limits: { maxRecordBytes: 1 << 20 },
+    passwordDigest: {},
     log: { level: 'silent', format: 'json' },
     mail: {
       from: 'Account Provisioning <provisioning@vendor.example>',
@@ -45,21 +55,21 @@ function makeConfig(smtpUrl?: string): Config {
       operators: ['ops@vendor.example'],
       timeoutSeconds: 5,
     },
-    tenants: [],
+    tenants,
   };
 }
 
-function makeTenant(notify: Partial<TenantConfig['notify']> = {}): TenantConfig {
+function makeTenant(notify: Partial<TenantConfig['notify']> = {}, id = 'lincoln-usd', name = 'Lincoln Unified School District'): TenantConfig {
   return {
-    id: 'lincoln-usd',
-    name: 'Lincoln Unified School District',
+    id,
+    name,
     enabled: true,
     schedule: '*/5 * * * *',
     timezone: 'UTC',
     settleSeconds: 60,
     staleAfterHours: 24,
     sftp: { host: '127.0.0.1', port: 22, username: 'lincoln', password: 'x', hostKey: 'SHA256:x', timeoutSeconds: 5 },
-    paths: { upload: '/upload', bak: '/upload/bak', tmp: '/tmp' },
+    paths: { upload: '/upload', bak: '/upload/bak', tmp: '/tmp', failed: '/upload/failed' },
     files: { 'users.csv': 'samegoal-users' },
     loose: 'auto',
     encoding: 'utf-8',
@@ -109,10 +119,17 @@ const ERRORS_CSV = Buffer.from(
   'utf8',
 );
 
-const queueWithErrors = (config: Config, tenant = makeTenant(), report = epochReport()) =>
-  queueReport(db, config, tenant, report, [{ filename: 'errors.csv', content: ERRORS_CSV, contentType: 'text/csv' }]);
+/** A rendered report, queued as the outbox queues it. */
+function rendered(report = epochReport(), key = `outcome:${report.epoch}:${report.tenantId}`, to = ['it@lincoln.example']): NewMail {
+  const mail = renderReport(report);
+  return {
+    tenant: report.tenantId, dedupeKey: key, from: 'Account Provisioning <provisioning@vendor.example>', to, replyTo: 'support@vendor.example',
+    subject: mail.subject, text: mail.text, html: mail.html,
+    attachments: [{ filename: 'errors.csv', contentType: 'text/csv', content: ERRORS_CSV.toString('base64') }],
+  };
+}
 
-const rows = (): MailRow[] => db.prepare('SELECT * FROM mail_queue ORDER BY id').all() as MailRow[];
+const get = async (id: number) => (await store.mail.get(id))!;
 const later = (seconds: number) => new Date(Date.now() + seconds * 1000);
 const address = (a: unknown) => (a as { address?: string } | undefined)?.address;
 
@@ -120,10 +137,9 @@ describe('report mail over SMTP', () => {
   it('delivers a queued report once, with the right headers and errors.csv byte for byte', async () => {
     smtp = await startTestSmtpServer();
     const config = makeConfig(smtp.url);
-    const id = queueWithErrors(config);
-    expect(id).toEqual(expect.any(Number));
+    const id = await store.mail.enqueue(rendered());
 
-    const result = await deliverQueuedMail(db, config);
+    const result = await deliverQueuedMail(store, config);
     expect(result).toEqual({ sent: 1, failed: 0, pending: 0 });
     expect(smtp.messages).toHaveLength(1);
     const received = smtp.messages[0];
@@ -145,84 +161,81 @@ describe('report mail over SMTP', () => {
     expect(att.mimeType).toBe('text/csv');
     expect(Buffer.from(att.content as ArrayBuffer).equals(ERRORS_CSV)).toBe(true);
 
-    const [row] = rows();
-    expect(row).toMatchObject({ id, status: 'sent', attempts: 1, last_error: null });
-    expect(row.sent_at).not.toBeNull();
-    expect(row.message_id).toBe(mail.messageId);
+    const row = await get(id);
+    expect(row).toMatchObject({ id, status: 'sent', attempts: 1, lastError: null });
+    expect(row.sentAt).not.toBeNull();
+    expect(row.messageId).toBe(mail.messageId);
 
-    expect(await deliverQueuedMail(db, config, { now: later(7200) })).toEqual({ sent: 0, failed: 0, pending: 0 });
+    expect(await deliverQueuedMail(store, config, { now: later(7200) })).toEqual({ sent: 0, failed: 0, pending: 0 });
     expect(smtp.messages).toHaveLength(1);
-  });
-
-  it('sends a held report to the operators as well', async () => {
-    smtp = await startTestSmtpServer();
-    const config = makeConfig(smtp.url);
-    const held = fileReport({
-      status: 'held',
-      message: 'the full sync would deactivate 40 of 120 active users (33%), more than the limit of 10%',
-      counts: { rows: 80, created: 0, updated: 0, unchanged: 0, deactivated: 0, archived: 0, failed: 0 },
-      sampleErrors: [],
-      errorsCsvName: null,
-    });
-    queueReport(db, config, makeTenant(), epochReport({ files: [held] }), []);
-    await deliverQueuedMail(db, config);
-    expect(smtp.messages).toHaveLength(1);
-    expect(smtp.messages[0].to.sort()).toEqual(['it@lincoln.example', 'ops@vendor.example']);
-    const mail = await PostalMime.parse(smtp.messages[0].raw);
-    expect(mail.subject).toContain('users.csv held');
-    expect(mail.text).toContain('Held: the full sync would deactivate 40 of 120 active users (33%), more than the limit of 10%; nothing was changed.');
   });
 
   it('keeps the message queued through an outage (4xx answers) and delivers it exactly once after the back-off', async () => {
     smtp = await startTestSmtpServer();
     const config = makeConfig(smtp.url);
-    queueWithErrors(config);
+    const id = await store.mail.enqueue(rendered());
     smtp.rejectNext(2);
 
     const t0 = new Date();
-    expect(await deliverQueuedMail(db, config, { now: t0 })).toEqual({ sent: 0, failed: 1, pending: 1 });
-    let [row] = rows();
+    expect(await deliverQueuedMail(store, config, { now: t0 })).toEqual({ sent: 0, failed: 1, pending: 1 });
+    let row = await get(id);
     expect(row).toMatchObject({ status: 'queued', attempts: 1 });
-    expect(row.last_error).toMatch(/451/);
-    expect(row.next_attempt_at).toBe(new Date(t0.getTime() + 30_000).toISOString());
-    expect(mailQueueSummary(db)).toMatchObject({ queued: 1, sent: 0, lastError: row.last_error });
+    expect(row.lastError).toMatch(/451/);
+    expect(row.nextAttemptAt).toBe(new Date(t0.getTime() + 30_000).toISOString());
+    expect(await store.mail.summary()).toMatchObject({ queued: 1, sent: 0, lastError: row.lastError });
 
     // Not due yet: nothing is tried.
-    expect(await deliverQueuedMail(db, config, { now: new Date(t0.getTime() + 10_000) })).toEqual({ sent: 0, failed: 0, pending: 1 });
+    expect(await deliverQueuedMail(store, config, { now: new Date(t0.getTime() + 10_000) })).toEqual({ sent: 0, failed: 0, pending: 1 });
 
     const t1 = new Date(t0.getTime() + 31_000);
-    expect(await deliverQueuedMail(db, config, { now: t1 })).toEqual({ sent: 0, failed: 1, pending: 1 });
-    [row] = rows();
+    expect(await deliverQueuedMail(store, config, { now: t1 })).toEqual({ sent: 0, failed: 1, pending: 1 });
+    row = await get(id);
     expect(row.attempts).toBe(2);
-    expect(row.next_attempt_at).toBe(new Date(t1.getTime() + 60_000).toISOString());
+    expect(row.nextAttemptAt).toBe(new Date(t1.getTime() + 60_000).toISOString());
 
     const t2 = new Date(t1.getTime() + 61_000);
-    expect(await deliverQueuedMail(db, config, { now: t2 })).toEqual({ sent: 1, failed: 0, pending: 0 });
-    expect(await deliverQueuedMail(db, config, { now: new Date(t2.getTime() + 86_400_000) })).toEqual({ sent: 0, failed: 0, pending: 0 });
+    expect(await deliverQueuedMail(store, config, { now: t2 })).toEqual({ sent: 1, failed: 0, pending: 0 });
+    expect(await deliverQueuedMail(store, config, { now: new Date(t2.getTime() + 86_400_000) })).toEqual({ sent: 0, failed: 0, pending: 0 });
     expect(smtp.messages).toHaveLength(1);
-    expect(rows()[0]).toMatchObject({ status: 'sent', attempts: 3 });
-    expect(mailQueueSummary(db)).toEqual({ queued: 0, sent: 1, oldestQueuedAt: null, lastError: null });
+    expect(await get(id)).toMatchObject({ status: 'sent', attempts: 3 });
+    expect(await store.mail.summary()).toEqual({ queued: 0, sent: 1, failed: 0, oldestQueuedAt: null, lastError: null });
+  });
+
+  it('gives up on a message the server refuses for good (5xx) after a bounded number of tries, and says so', async () => {
+    smtp = await startTestSmtpServer();
+    const config = makeConfig(smtp.url);
+    const id = await store.mail.enqueue(rendered());
+    smtp.rejectNext(100, 550);
+    let now = new Date();
+    for (let i = 0; i < PERMANENT_TRIES + 2; i++) {
+      await deliverQueuedMail(store, config, { now });
+      now = new Date(now.getTime() + 2 * 3600_000);
+    }
+    const row = await get(id);
+    expect(row).toMatchObject({ status: 'failed', attempts: PERMANENT_TRIES });
+    expect(row.lastError).toMatch(/550/);
+    expect(await store.mail.summary()).toMatchObject({ queued: 0, failed: 1 });
+    expect(smtp.messages).toHaveLength(0);
   });
 
   it('keeps the message queued while the server is down, then delivers it once it is back', async () => {
     const down = await startTestSmtpServer();
     await down.stop();
     const config = makeConfig(down.url);
-    queueWithErrors(config);
-    queueWithErrors(config, makeTenant(), epochReport({ epoch: '20240102-020000' }));
+    const first = await store.mail.enqueue(rendered());
+    const second = await store.mail.enqueue(rendered(epochReport({ epoch: '20240102-020000' })));
 
     const t0 = new Date();
     // The first failure shows the server is unreachable: the second message is not tried.
-    expect(await deliverQueuedMail(db, config, { now: t0 })).toEqual({ sent: 0, failed: 1, pending: 2 });
-    const [first, second] = rows();
-    expect(first).toMatchObject({ status: 'queued', attempts: 1 });
-    expect(first.last_error).toMatch(/ECONNECTION|ECONNREFUSED/);
-    expect(second).toMatchObject({ status: 'queued', attempts: 0, last_error: null });
+    expect(await deliverQueuedMail(store, config, { now: t0 })).toEqual({ sent: 0, failed: 1, pending: 2 });
+    expect(await get(first)).toMatchObject({ status: 'queued', attempts: 1 });
+    expect((await get(first)).lastError).toMatch(/ECONNECTION|ECONNREFUSED/);
+    expect(await get(second)).toMatchObject({ status: 'queued', attempts: 0, lastError: null });
 
     smtp = await startTestSmtpServer();
     config.mail.smtp = smtp.url;
-    expect(await deliverQueuedMail(db, config, { now: later(31) })).toEqual({ sent: 2, failed: 0, pending: 0 });
-    expect(await deliverQueuedMail(db, config, { now: later(3600) })).toEqual({ sent: 0, failed: 0, pending: 0 });
+    expect(await deliverQueuedMail(store, config, { now: later(31) })).toEqual({ sent: 2, failed: 0, pending: 0 });
+    expect(await deliverQueuedMail(store, config, { now: later(3600) })).toEqual({ sent: 0, failed: 0, pending: 0 });
     expect(smtp.messages).toHaveLength(2);
     const subjects = await Promise.all(smtp.messages.map(async (m) => (await PostalMime.parse(m.raw)).subject));
     expect(subjects.sort()).toEqual([
@@ -238,22 +251,21 @@ describe('report mail over SMTP', () => {
   it('delivers only the named tenant', async () => {
     smtp = await startTestSmtpServer();
     const config = makeConfig(smtp.url);
-    queueWithErrors(config);
-    const other = { ...makeTenant(), id: 'other-district', name: 'Other District' };
-    queueWithErrors(config, other, epochReport({ tenantId: other.id, tenantName: other.name }));
-    expect(await deliverQueuedMail(db, config, { tenant: 'other-district' })).toEqual({ sent: 1, failed: 0, pending: 0 });
-    expect(mailQueueSummary(db, 'lincoln-usd')).toMatchObject({ queued: 1, sent: 0 });
-    expect(mailQueueSummary(db)).toMatchObject({ queued: 1, sent: 1 });
+    await store.mail.enqueue(rendered());
+    await store.mail.enqueue(rendered(epochReport({ tenantId: 'other-district', tenantName: 'Other District' })));
+    expect(await deliverQueuedMail(store, config, { tenant: 'other-district' })).toEqual({ sent: 1, failed: 0, pending: 0 });
+    expect(await store.mail.summary('lincoln-usd')).toMatchObject({ queued: 1, sent: 0 });
+    expect(await store.mail.summary()).toMatchObject({ queued: 1, sent: 1 });
   });
 });
 
 describe('report mail without SMTP', () => {
   it('writes an .eml file into the outbox with the subject and the attachment', async () => {
     const config = makeConfig();
-    const id = queueWithErrors(config)!;
-    expect(await deliverQueuedMail(db, config)).toEqual({ sent: 1, failed: 0, pending: 0 });
+    const id = await store.mail.enqueue(rendered());
+    expect(await deliverQueuedMail(store, config)).toEqual({ sent: 1, failed: 0, pending: 0 });
 
-    const [row] = rows();
+    const row = await get(id);
     const files = fs.readdirSync(config.mail.outbox);
     expect(files).toEqual([emlName(row)]);
     expect(files[0]).toMatch(new RegExp(`^\\d{8}-\\d{6}-lincoln-usd-${id}\\.eml$`));
@@ -263,68 +275,93 @@ describe('report mail without SMTP', () => {
     expect(mail.subject).toBe(`[provisioner] Lincoln Unified School District: users.csv applied with 3 errors (${EPOCH})`);
     expect(mail.attachments.map((a) => a.filename)).toEqual(['errors.csv']);
     expect(Buffer.from(mail.attachments[0].content as ArrayBuffer).equals(ERRORS_CSV)).toBe(true);
-    expect(row).toMatchObject({ status: 'sent', message_id: mail.messageId });
+    expect(row).toMatchObject({ status: 'sent', messageId: mail.messageId });
   });
 });
 
-describe('queueing reports', () => {
-  it('queues nothing for a clean run with when: failures, and queues it with when: always', () => {
-    const config = makeConfig();
-    const clean = epochReport({
-      files: [fileReport({ status: 'applied', sampleErrors: [], errorsCsvName: null, counts: { rows: 120, created: 120, updated: 0, unchanged: 0, deactivated: 0, archived: 0, failed: 0 } })],
-    });
-    expect(shouldNotify('failures', clean)).toBe(false);
-    expect(queueReport(db, config, makeTenant({ when: 'failures' }), clean, [])).toBeNull();
-    expect(queueReport(db, config, makeTenant({ when: 'never' }), epochReport(), [])).toBeNull();
-    expect(rows()).toHaveLength(0);
+describe('from outcome to report (the outbox)', () => {
+  const kinds = new KindRegistry();
+  const log = silentLogger();
 
-    expect(queueReport(db, config, makeTenant({ when: 'always' }), clean, [])).toEqual(expect.any(Number));
-    const [row] = rows();
-    expect(row.subject).toBe(`[provisioner] Lincoln Unified School District: users.csv applied (${EPOCH})`);
-    expect(row.text).toContain('All 120 rows were applied.');
-    expect(JSON.parse(row.mail_to)).toEqual(['it@lincoln.example']); // no operators unless held
+  /** A real import of `lines` (users.csv, samegoal-users), recorded as an outcome. */
+  async function outcome(lines: string[], over: Partial<OutcomePayload> = {}, tenant = 'lincoln-usd'): Promise<number> {
+    const file = path.join(dir, `upload-${Math.random().toString(36).slice(2)}.csv`);
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    const r = await importFile({
+      store, kinds, hasher: null, tenant, kind: 'samegoal-users', options: { ...DEFAULT_OPTIONS, siteMap: {} }, encoding: 'utf-8',
+      maxRecordBytes: 1 << 20, digestKey: null, localPath: file, epoch: EPOCH, file: 'users.csv', runId: null, mode: 'apply',
+    });
+    const payload: OutcomePayload = {
+      status: r.status, files: [{ file: 'users.csv', kind: 'samegoal-users', status: r.status, message: r.message, counts: r.counts, importId: r.importId }],
+      location: `/upload/bak/${EPOCH}`, notes: [], staleUploads: [], operators: false, finishedAt: new Date().toISOString(), ...over,
+    };
+    return (await store.outbox.record({ tenant, kind: 'epoch', dedupeKey: `epoch:${Math.random()}`, epoch: EPOCH, payload, filed: true })).id;
+  }
+  const HEADER = 'user_id,first_name,last_name,email';
+  const mails = async () => (await store.mail.list('lincoln-usd', 100)).reverse();
+
+  it('queues nothing for a clean import with when: failures, one report with when: always, and each outcome once', async () => {
+    await outcome([HEADER, 'u1,Ada,Lovelace,ada@x.example']);
+    expect(await reportOutcomes({ store, config: makeConfig(undefined, [makeTenant({ when: 'failures' })]), log })).toBe(0);
+    expect(await store.outbox.unreported()).toEqual([]);
+    expect(await mails()).toEqual([]);
+
+    await outcome([HEADER, 'u2,Alan,Turing,alan@x.example']);
+    const config = makeConfig(undefined, [makeTenant({ when: 'always' })]);
+    expect(await reportOutcomes({ store, config, log })).toBe(1);
+    expect(await reportOutcomes({ store, config, log })).toBe(0);
+    const [mail] = await mails();
+    expect(mail.subject).toBe(`[provisioner] Lincoln Unified School District: users.csv applied (${EPOCH})`);
+    expect(mail.text).toContain('The 1 row was applied.');
+    expect(mail.to).toEqual(['it@lincoln.example']); // no operators unless held or failed
   });
 
-  it('reports a stale upload under when: failures', () => {
+  it('attaches errors.csv rebuilt from the database, with a BOM, and the first errors in the text', async () => {
+    await outcome([HEADER, 'u1,Zoë,Lovelace,ada@x.example', "u2,=cmd,O'Brien,not-an-email", 'u3,Grace,Hopper,also-bad']);
+    expect(await reportOutcomes({ store, config: makeConfig(), log })).toBe(1);
+    const [mail] = await mails();
+    expect(mail.text).toContain('2 of 3 rows could not be applied; fix them in the attached errors.csv');
+    expect(mail.text).toContain('line 3: email "not-an-email": is not a valid e-mail address');
+    const csv = Buffer.from(mail.attachments[0].content, 'base64').toString('utf8');
+    expect(csv).toBe(
+      '\uFEFFuser_id,first_name,last_name,email,error\r\n' +
+        `u2,'=cmd,O'Brien,not-an-email,"line 3: email ""not-an-email"": is not a valid e-mail address"\r\n` +
+        'u3,Grace,Hopper,also-bad,"line 4: email ""also-bad"": is not a valid e-mail address"\r\n',
+    );
+  });
+
+  it('tells the operators of a hold whatever the tenant asked for', async () => {
+    await outcome([HEADER, 'u1,Ada,Lovelace,bad'], { status: 'held', operators: true });
+    await reportOutcomes({ store, config: makeConfig(undefined, [makeTenant({ when: 'never' })]), log });
+    const [mail] = await mails();
+    expect(mail.to).toEqual(['ops@vendor.example']);
+  });
+
+  it('replaces an attachment over 10 MB with a note saying where the file is', async () => {
+    const bad = Array.from({ length: 110_000 }, (_, i) => `u${i},First${i},Last${i},not-an-email-address-${i}-${'x'.repeat(40)}`);
+    await outcome([HEADER, ...bad]);
+    await reportOutcomes({ store, config: makeConfig(), log });
+    const [mail] = await mails();
+    expect(mail.attachments).toEqual([]);
+    expect(mail.text).toMatch(new RegExp(`errors\\.csv \\(\\d+\\.\\d MB\\) is too large to attach to an e-mail; it is in /upload/bak/${EPOCH} on your SFTP account\\.`));
+    expect(mail.text).toContain('fix them in errors.csv (too large to mail;');
+  });
+
+  it('reports uploads that never completed once, under when: failures', async () => {
+    const payload: OutcomePayload = { status: 'applied', files: [], location: null, notes: [], staleUploads: ['20231231-020000'], operators: false, finishedAt: new Date().toISOString() };
+    await store.outbox.recordStale('lincoln-usd', ['20231231-020000'], { tenant: 'lincoln-usd', kind: 'stale', dedupeKey: 'stale:x', epoch: null, payload, filed: true });
+    expect(await store.uploads.unreportedStale('lincoln-usd', ['20231231-020000', '20240101-000000'])).toEqual(['20240101-000000']);
+    expect(await reportOutcomes({ store, config: makeConfig(), log })).toBe(1);
+    const [mail] = await mails();
+    expect(mail.text).toContain('upload 20231231-020000 never got its COMPLETE file');
+  });
+
+  it('a stale report is wanted under when: failures', () => {
     const report = epochReport({ files: [], status: 'applied', staleUploads: ['20231231-020000'] });
     expect(shouldNotify('failures', report)).toBe(true);
     const mail = renderReport(report);
     expect(mail.subject).toBe(`[provisioner] Lincoln Unified School District: 1 upload never completed (${EPOCH})`);
-    expect(mail.text).toContain('upload 20231231-020000 never got its COMPLETE file');
     expect(mail.html).toContain('never got its COMPLETE file');
-  });
-
-  it('queues one row when the same epoch is queued twice', () => {
-    const config = makeConfig();
-    const a = queueWithErrors(config);
-    const b = queueWithErrors(config);
-    expect(b).toBe(a);
-    expect(rows()).toHaveLength(1);
-    expect(rows()[0].dedupe_key).toBe(`report:lincoln-usd:${EPOCH}`);
-  });
-
-  it('stays synchronous inside a transaction, and a rolled-back import leaves no mail', () => {
-    const config = makeConfig();
-    expect(() =>
-      db.transaction(() => {
-        queueWithErrors(config);
-        throw new Error('import failed');
-      })(),
-    ).toThrow('import failed');
-    expect(rows()).toHaveLength(0);
-    db.transaction(() => queueWithErrors(config))();
-    expect(rows()).toHaveLength(1);
-  });
-
-  it('replaces an attachment over 10 MB with a note', () => {
-    const config = makeConfig();
-    const big = Buffer.alloc(10 * 1024 * 1024 + 1, 0x61);
-    queueReport(db, config, makeTenant(), epochReport(), [{ filename: 'errors.csv', content: big }]);
-    const [row] = rows();
-    expect(JSON.parse(row.attachments)).toEqual([]);
-    expect(row.text).toContain(`errors.csv (10.0 MB) is too large to attach to an e-mail; it is in /upload/bak/${EPOCH} on your SFTP account.`);
-    expect(row.text).toContain('fix them in errors.csv (too large to mail;');
-    expect(row.text).not.toContain('the attached errors.csv');
   });
 });
 
@@ -362,12 +399,10 @@ describe('rendering', () => {
     const custom = path.join(dir, 'templates-lincoln');
     fs.mkdirSync(custom);
     fs.writeFileSync(path.join(custom, 'report.subject.hbs'), 'Roster {{epoch}} for {{tenantName}}: {{status}}\n');
-    const config = makeConfig();
-    queueWithErrors(config, makeTenant({ templates: custom }));
-    const [row] = rows();
-    expect(row.subject).toBe(`Roster ${EPOCH} for Lincoln Unified School District: applied with errors`);
-    expect(row.text).toContain('3 of 120 rows could not be applied');
-    expect(row.html).toContain('<!DOCTYPE html>');
+    const mail = renderReport(epochReport(), custom);
+    expect(mail.subject).toBe(`Roster ${EPOCH} for Lincoln Unified School District: applied with errors`);
+    expect(mail.text).toContain('3 of 120 rows could not be applied');
+    expect(mail.html).toContain('<!DOCTYPE html>');
   });
 
   it('falls back to the shipped template when a tenant template is broken', () => {

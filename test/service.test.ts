@@ -4,10 +4,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { openApp } from '../src/app.js';
 import type { TenantConfig } from '../src/config.js';
 import { Daemon } from '../src/service/daemon.js';
-import { liveDaemons } from '../src/service/daemons.js';
 import { RunQueue, type Job } from '../src/service/run-queue.js';
-import { nextRunOf } from '../src/service/schedule.js';
-import { readTrigger, requestTrigger } from '../src/service/triggers.js';
+import { nextRunOf, Scheduler } from '../src/service/schedule.js';
+import { liveDaemons } from '../src/service/status.js';
 import { waitFor } from './harness/daemon.js';
 import { csv, World } from './harness/world.js';
 
@@ -27,8 +26,8 @@ describe('run queue', () => {
     expect(q.add({ tenant: tenant('a'), reason: 'schedule', triggers: [] })).toBe('queued');
     expect(q.add({ tenant: tenant('b'), reason: 'schedule', triggers: [] })).toBe('queued');
     expect(q.add({ tenant: tenant('c'), reason: 'schedule', triggers: [] })).toBe('queued');
-    expect(q.add({ tenant: tenant('a'), reason: 'schedule', triggers: [] })).toBe('skipped'); // a runs already
-    expect(q.add({ tenant: tenant('a'), reason: 'trigger', triggers: [7] })).toBe('queued'); // a follow-up run
+    expect(q.add({ tenant: tenant('a'), reason: 'schedule', triggers: [] })).toBe('behind'); // a runs already: a follow-up run, never lost
+    expect(q.add({ tenant: tenant('a'), reason: 'trigger', triggers: [7] })).toBe('merged');
     expect(q.add({ tenant: tenant('a'), reason: 'trigger', triggers: [8] })).toBe('merged');
     expect(q.add({ tenant: tenant('c'), reason: 'trigger', triggers: [9] })).toBe('merged'); // joins c's waiting run
     expect(started).toEqual(['a:schedule:', 'b:schedule:']);
@@ -52,6 +51,18 @@ describe('run queue', () => {
     expect(next.toISOString()).toMatch(/T01:00:00\.000Z$/); // 06:30 IST is 01:00 UTC
     expect(nextRunOf(tenant('a', { enabled: false }))).toBeNull();
   });
+
+  it('never loses a tick that is noticed late: it is due once, with how late it is', () => {
+    const s = new Scheduler([tenant('a', { schedule: '* * * * *' })]);
+    const first = s.nextRun('a')!;
+    expect(s.due(new Date(first.getTime() - 1))).toEqual([]);
+    // The process was busy for three minutes: the tick runs once, late, and the next is after now.
+    const late = new Date(first.getTime() + 3 * 60_000 + 500);
+    const due = s.due(late);
+    expect(due.map((d) => [d.tenant.id, d.dueAt.toISOString(), d.lateMs])).toEqual([['a', first.toISOString(), 3 * 60_000 + 500]]);
+    expect(s.due(late)).toEqual([]);
+    expect(s.nextRun('a')!.getTime()).toBeGreaterThan(late.getTime());
+  });
 });
 
 describe('Daemon in-process', () => {
@@ -65,25 +76,25 @@ describe('Daemon in-process', () => {
     world = await World.start('embedded', 'daemon-in-process');
     world.addTenant('lincoln', { schedule: '0 0 1 1 *' });
     world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv('user_id,first_name,last_name,email', 'u1,Ada,Lovelace,ada@lincoln.example') });
-    const app = openApp(world.configPath, 'silent');
+    const app = await openApp(world.configPath, { logLevel: 'silent' });
     try {
       const daemon = new Daemon(app, { triggerPollMs: 100 });
       await Promise.all([daemon.start(), daemon.start()]);
       expect(daemon.isRunning).toBe(true);
-      expect(liveDaemons(app.db).map((d) => d.tenants)).toEqual([['lincoln']]);
+      expect((await liveDaemons(app.store)).map((d) => d.tenants)).toEqual([['lincoln']]);
       expect(daemon.nextRuns()[0].nextRun?.toISOString()).toMatch(/-01-01T00:00:00\.000Z$/);
-      const id = requestTrigger(app.db, 'lincoln', 'test@here');
-      await waitFor('the trigger to finish', () => readTrigger(app.db, id)?.finished_at, 15_000);
-      expect(readTrigger(app.db, id)).toMatchObject({ status: 'ok', requested_by: 'test@here' });
+      const id = await app.store.triggers.request('lincoln', 'test@here');
+      await waitFor('the trigger to finish', async () => (await app.store.triggers.get(id))?.finishedAt, 15_000);
+      expect(await app.store.triggers.get(id)).toMatchObject({ status: 'ok', requestedBy: 'test@here' });
       expect(world.exists('/lincoln/upload/bak/20240101-020000/result.json')).toBe(true);
       await Promise.all([daemon.stop(), daemon.stop()]);
       await daemon.stop();
       expect(daemon.isRunning).toBe(false);
-      expect(liveDaemons(app.db)).toEqual([]);
+      expect(await liveDaemons(app.store)).toEqual([]);
       await daemon.start(); // a stopped daemon stays stopped
       expect(daemon.isRunning).toBe(false);
     } finally {
-      app.close();
+      await app.close();
     }
   });
 });

@@ -21,7 +21,7 @@ export async function doctorCommand(flags: { config?: string; tenant?: string[];
   if (config) {
     // An unknown --tenant is a usage error (exit 2), not a failed check.
     const tenants = selectTenants(config, flags.tenant);
-    checks.push(checkDatabase(config), checkLocalFolder('work folder', config.workDir, 'workDir'), await checkMail(config), checkBuiltInTemplates());
+    checks.push(...(await checkDatabase(config)), checkLocalFolder('work folder', config.workDir, 'workDir'), await checkMail(config), checkBuiltInTemplates());
     for (const tenantChecks of await Promise.all(tenants.map((t) => checkTenant(t)))) checks.push(...tenantChecks);
   }
   const failed = checks.filter((c) => c.status === 'fail').length;

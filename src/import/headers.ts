@@ -9,6 +9,8 @@ export interface HeaderMap {
   original: string[];
   /** How many values a row must have (one more than columns when `error` is ignored). */
   width: number;
+  /** The file is an errors.csv uploaded again: its formula escapes are undone. */
+  fromErrorsCsv: boolean;
 }
 
 /** errors.csv adds this column; a fixed errors.csv uploaded again as it is must be accepted. */
@@ -23,10 +25,9 @@ export function mapHeaders(
 ): { ok: true; map: HeaderMap } | { ok: false; problem: string } {
   let original = header.map((h) => h.trim());
   const width = original.length;
-  if (original.length > 1 && norm(original[original.length - 1]) === ERROR_COLUMN && !kind.columns.some((c) => norm(c.name) === ERROR_COLUMN)) {
-    original = original.slice(0, -1);
-  }
-  if (strict) return strictMap(original, width, kind);
+  const fromErrorsCsv = original.length > 1 && norm(original[original.length - 1]) === ERROR_COLUMN && !kind.columns.some((c) => norm(c.name) === ERROR_COLUMN);
+  if (fromErrorsCsv) original = original.slice(0, -1);
+  if (strict) return strictMap(original, width, kind, fromErrorsCsv);
 
   const byName = new Map<string, ColumnSpec>();
   for (const c of kind.columns) {
@@ -60,17 +61,17 @@ export function mapHeaders(
   }
   if (duplicated.length) problems.push(`duplicated column ${duplicated.join(', ')}: keep one`);
   if (problems.length) return { ok: false, problem: `the header row has ${problems.join('; ')}` };
-  return { ok: true, map: { columns, original, width } };
+  return { ok: true, map: { columns, original, width, fromErrorsCsv } };
 }
 
 /** Exact names, exact order, as the roster spec demands; shows expected against found. */
-function strictMap(original: string[], width: number, kind: CompiledKind): { ok: true; map: HeaderMap } | { ok: false; problem: string } {
+function strictMap(original: string[], width: number, kind: CompiledKind, fromErrorsCsv: boolean): { ok: true; map: HeaderMap } | { ok: false; problem: string } {
   const expected = kind.columns.map((c) => c.name);
   // Optional trailing columns may be left out, but what is there must match in order.
   const prefixOk = original.length <= expected.length && original.every((h, i) => h === expected[i]);
   const missing = kind.requiredNow.filter((r) => !original.includes(r));
   if (prefixOk && missing.length === 0) {
-    return { ok: true, map: { columns: original.map((_, i) => kind.columns[i]), original, width } };
+    return { ok: true, map: { columns: original.map((_, i) => kind.columns[i]), original, width, fromErrorsCsv } };
   }
   const firstBad = original.findIndex((h, i) => h !== expected[i]);
   const where =

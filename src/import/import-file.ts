@@ -1,48 +1,41 @@
-// One local CSV file through the whole check-and-apply path: read the header, stream and check
-// every row into staging, hash passwords, apply in one transaction, write errors.csv. Used by
-// the worker (after download) and by `validate` (with apply turned off).
-import crypto from 'node:crypto';
-import fs from 'node:fs';
+// One downloaded CSV file through the whole check-and-apply path:
+//   parse and check every row into staging (parse-thread.ts) → duplicates' cells read back →
+//   full-sync hold check → passwords hashed where new or changed (never in a dry run, never
+//   before the hold check) → one write transaction (the store's stage.apply).
+// Used by the worker after a download, by `release`, and by `validate` (mode 'check').
 import type { ImportOptions } from '../config.js';
-import type { Db } from '../db/database.js';
-import { applyStage, emptyCounts, recordImport, type ImportCounts, type ImportStatus } from './apply.js';
-import { CsvUnreadable, readCsv } from './csv-reader.js';
-import { writeErrorsCsv, formatProblems } from './errors-csv.js';
-import { mapHeaders, type HeaderMap } from './headers.js';
+import type { ApplyOptions, ErrorRow, HoldCheck, ImportCounts, ImportRow, ImportStatus, Stage, Store } from '../store/types.js';
+import { emptyCounts } from '../store/types.js';
+import { formatProblems, writeErrorsCsv } from './errors-csv.js';
+import type { Hasher } from './hash-pool.js';
 import type { KindRegistry } from './kinds.js';
-import { RowChecker } from './rows.js';
-import { Stage, type StagedError } from './stage.js';
+import type { ParseRequest } from './parse-file.js';
+import { parse } from './parse-thread.js';
 
 export interface FileImportRequest {
-  db: Db;
+  store: Store;
   kinds: KindRegistry;
+  /** Hashes passwords (apply mode; a file without passwords never uses it). */
+  hasher: Hasher | null;
   tenant: string;
   kind: string;
   options: ImportOptions;
   encoding: string;
-  /** The downloaded copy. */
+  maxRecordBytes: number;
+  digestKey: Buffer | null;
   localPath: string;
-  /** Where to write errors.csv when rows fail. */
-  errorsCsvPath: string;
   epoch: string;
   file: string;
   runId: number | null;
-  force: boolean;
-  /** 'apply': write to the directory; 'dry-run': compute and roll back; 'check': validate only. */
+  /** 'apply': write; 'dry-run': compute the counts, write nothing; 'check': validate only. */
   mode: 'apply' | 'dry-run' | 'check';
+  /** An operator released this held upload: apply it over the deactivation limit. */
+  release?: { heldImportId: number } | null;
+  /** Keep-in-place content, remembered with the import. */
+  content?: { path: string; sha1: string };
+  /** check mode: write errors.csv here when rows fail. */
+  errorsCsvPath?: string;
   onProgress?: (rows: number) => void;
-  /** Runs inside the import's transaction (queue the report with the last file of an epoch). */
-  inTransaction?: (recorded: RecordedImport) => void;
-}
-
-export interface RecordedImport {
-  importId: number;
-  status: ImportStatus;
-  counts: ImportCounts;
-  message: string | null;
-  /** Already written when the import is recorded: the report queued with it attaches it. */
-  errorsCsv: string | null;
-  sampleErrors: string[];
 }
 
 export interface FileImportResult {
@@ -54,114 +47,176 @@ export interface FileImportResult {
   counts: ImportCounts;
   importId: number | null;
   contentSha1: string;
-  /** Local errors.csv, when rows failed. */
-  errorsCsv: string | null;
-  /** The first few row errors, for reports and the terminal. */
+  /** The first few row errors, for the terminal. */
   sampleErrors: string[];
+  /** This content under this epoch and name was applied before (a recovered claim): not again. */
+  appliedBefore?: boolean;
+  hold?: HoldCheck;
+  /** check mode: where errors.csv was written. */
+  errorsCsv?: string | null;
 }
 
 const SAMPLE = 10;
 
+export function applyOptions(options: ImportOptions): ApplyOptions {
+  return {
+    fullSync: options.fullSync,
+    maxDeactivatePercent: options.maxDeactivatePercent,
+    overwriteEmail: options.overwriteEmail,
+    overwritePassword: options.overwritePassword,
+    archiveInactive: options.archiveInactive,
+    actor: options.actor,
+  };
+}
+
+export function holdMessage(hold: HoldCheck, limit: number, tenant: string, epoch: string): string {
+  return (
+    `held: this full sync would deactivate ${hold.missing} of ${hold.active} active users (${hold.percent.toFixed(1)}%), ` +
+    `more than the ${limit}% limit. Nothing was applied. If the file is complete and right, an operator applies it with ` +
+    `\`provisioner release --tenant ${tenant} ${epoch}\`; otherwise upload the complete file.`
+  );
+}
+
 export async function importFile(req: FileImportRequest): Promise<FileImportResult> {
   const startedAt = new Date().toISOString();
-  const contentSha1 = await sha1File(req.localPath);
-  const base = { file: req.file, kind: req.kind, contentSha1, importId: null, errorsCsv: null, sampleErrors: [] as string[] };
-  const reject = (message: string): FileImportResult => {
-    const counts = emptyCounts();
-    const importId =
-      req.mode === 'apply'
-        ? req.db.transaction(() => {
-            const id = recordImport(req.db, { runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'rejected', message, contentSha1, counts, actor: req.options.actor, startedAt });
-            req.inTransaction?.({ importId: id, status: 'rejected', counts, message, errorsCsv: null, sampleErrors: [] });
-            return id;
-          })()
-        : null;
-    return { ...base, status: 'rejected', message, counts, importId };
+  const base = { file: req.file, kind: req.kind, importId: null, sampleErrors: [] as string[] };
+  let stage: Stage | undefined;
+  const parseRequest: ParseRequest = {
+    file: req.localPath,
+    kind: req.kind,
+    tenant: req.tenant,
+    options: req.options,
+    encoding: req.encoding,
+    maxRecordBytes: req.maxRecordBytes,
+    digestKey: req.digestKey ? req.digestKey.toString('base64') : null,
+    mode: 'stage',
   };
-
-  const kind = req.kinds.get(req.kind, { sso: req.options.sso });
-  const stage = new Stage(req.db, kind.key);
+  const keyColumn = req.kinds.get(req.kind, { sso: req.options.sso }).key;
   try {
-    let headers: HeaderMap | undefined;
-    let checker: RowChecker | undefined;
-    let headerProblem: string | undefined;
-    let rows = 0;
-    try {
-      await readCsv(
-        req.localPath,
-        (record) => {
-          if (headerProblem) return;
-          if (!checker) {
-            const mapped = mapHeaders(record.values, kind, req.options.strictHeaders);
-            if (!mapped.ok) {
-              headerProblem = mapped.problem;
-              return;
-            }
-            headers = mapped.map;
-            checker = new RowChecker(kind, headers, req.options);
-            return;
-          }
-          rows++;
-          if (req.onProgress && rows % 5000 === 0) req.onProgress(rows);
-          const result = checker.check(record.values);
-          if (!result.ok) {
-            stage.addFailed(record.line, result.key, record.values, result.problems);
-            return;
-          }
-          stage.addValid(record.line, result.user, record.values);
-        },
-        { encoding: req.encoding },
-      );
-    } catch (err) {
-      if (err instanceof CsvUnreadable) return reject(err.message);
-      throw err;
-    }
-    req.onProgress?.(rows);
-    if (headerProblem) return reject(headerProblem);
-    if (!headers) return reject('the file is empty; it needs a header row and at least one row of data');
-    if (rows === 0) return reject('the file has a header row but no data rows; nothing was changed');
-
-    const sampleErrors = stage.firstErrors(SAMPLE).map(formatProblems);
-    const errorsCsv = stage.failed > 0 ? req.errorsCsvPath : null;
-    if (errorsCsv) writeErrorsCsv(errorsCsv, headers, stage.errors());
-
-    if (req.mode === 'check') {
-      const counts = { ...emptyCounts(), rows, failed: stage.failed };
-      return { ...base, status: stage.failed ? 'applied with errors' : 'applied', message: null, counts, errorsCsv, sampleErrors };
-    }
-    await stage.hashPasswords(req.tenant, req.options.overwritePassword);
-    const outcome = applyStage(req.db, stage, {
-      tenant: req.tenant,
-      kind: req.kind,
-      options: req.options,
-      force: req.force,
-      dryRun: req.mode === 'dry-run',
-      record: { runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, contentSha1, actor: req.options.actor, startedAt },
-      inTransaction: req.inTransaction
-        ? (importId, counts, status) => req.inTransaction?.({ importId, counts, status, message: null, errorsCsv, sampleErrors })
-        : undefined,
-    });
-    if (outcome.status === 'held') {
+    const summary = await parse(
+      parseRequest,
+      async (e) => {
+        if (e.type === 'header') stage = await req.store.directory.openStage({ tenant: req.tenant, kind: req.kind, keyColumn, present: e.present });
+        else if (e.type === 'batch') {
+          await stage!.write(e.batch);
+          req.onProgress?.(e.rowsSoFar);
+        }
+      },
+      req.kinds,
+    );
+    const contentSha1 = summary.sha1;
+    if (summary.rejected) {
+      const message = summary.rejected;
       const importId =
         req.mode === 'apply'
-          ? req.db.transaction(() => {
-              const id = recordImport(req.db, { runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'held', message: outcome.message, contentSha1, counts: outcome.counts, actor: req.options.actor, startedAt });
-              req.inTransaction?.({ importId: id, status: 'held', counts: outcome.counts, message: outcome.message, errorsCsv, sampleErrors });
-              return id;
-            })()
+          ? await req.store.imports.recordUnapplied({
+              runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'rejected', message,
+              contentSha1, counts: emptyCounts(), actor: req.options.actor, header: summary.header, startedAt,
+            })
           : null;
-      return { ...base, status: 'held', message: outcome.message, counts: outcome.counts, importId, errorsCsv, sampleErrors };
+      return { ...base, status: 'rejected', message, counts: emptyCounts(), importId, contentSha1 };
     }
-    return { ...base, status: outcome.status, message: null, counts: outcome.counts, importId: outcome.importId, errorsCsv, sampleErrors };
+    req.onProgress?.(summary.rows);
+    const staged = await stage!.finish();
+    if (staged.duplicateLines.length) {
+      const cells: { line: number; raw: string[] }[] = [];
+      await parse({ ...parseRequest, mode: 'collect', lines: staged.duplicateLines }, (e) => {
+        if (e.type === 'collected') cells.push(...e.rows.map((r) => ({ line: r.line, raw: r.raw })));
+      }, req.kinds);
+      await stage!.setDuplicateCells(cells);
+    }
+    const status: ImportStatus = staged.failed > 0 ? 'applied with errors' : 'applied';
+    const options = applyOptions(req.options);
+
+    if (req.mode === 'check') {
+      const counts = { ...emptyCounts(), rows: summary.rows, failed: staged.failed };
+      const errorsCsv = staged.failed > 0 && req.errorsCsvPath ? req.errorsCsvPath : null;
+      if (errorsCsv) await writeErrorsCsv(errorsCsv, summary.header!, stage!.errorRows());
+      return { ...base, status, message: null, counts, contentSha1, errorsCsv, sampleErrors: await firstErrors(stage!.errorRows()) };
+    }
+
+    const hold = await stage!.holdCheck(options);
+    if (hold?.exceeds && !req.release) {
+      const counts = { ...emptyCounts(), rows: summary.rows, failed: staged.failed, deactivated: hold.missing };
+      return recordHeld(req, { hold, counts, contentSha1, header: summary.header!, startedAt, sampleErrors: await firstErrors(stage!.errorRows()) });
+    }
+    if (req.mode === 'dry-run') {
+      const counts = await stage!.preview(options);
+      return { ...base, status, message: null, counts, contentSha1, hold: hold ?? undefined, sampleErrors: await firstErrors(stage!.errorRows()) };
+    }
+
+    await hashPasswords(req, stage!, parseRequest);
+    const result = await stage!.apply({
+      runId: req.runId, epoch: req.epoch, file: req.file, contentSha1, header: summary.header!, options,
+      releaseHold: !!req.release, heldImportId: req.release?.heldImportId ?? null, content: req.content, startedAt,
+    });
+    if (result.status === 'applied before') return { ...fromImport(result.import), appliedBefore: true };
+    if (result.status === 'held') {
+      return recordHeld(req, { hold: result.hold, counts: result.counts, contentSha1, header: summary.header!, startedAt, sampleErrors: await firstErrors(stage!.errorRows()) });
+    }
+    const sampleErrors = (await req.store.imports.errors(result.importId, SAMPLE)).map((e) => formatProblems({ line: e.line, problems: [{ column: e.column ?? '', value: e.value ?? '', reason: e.reason }] }));
+    return { ...base, status: result.status, message: null, counts: result.counts, importId: result.importId, contentSha1, sampleErrors };
   } finally {
-    stage.drop();
+    await stage?.close();
   }
 }
 
-export async function sha1File(file: string): Promise<string> {
-  const hash = crypto.createHash('sha1');
-  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+/**
+ * The rows whose password must be hashed (new, changed, or set on a user who has none) or
+ * checked once: their passwords are read from the file again, never stored, and hashed on the
+ * pool, a batch at a time.
+ */
+async function hashPasswords(req: FileImportRequest, stage: Stage, parseRequest: ParseRequest): Promise<void> {
+  const work = await stage.passwordWork(req.options.overwritePassword);
+  if (work.hash.length === 0 && work.verify.length === 0) return;
+  if (!req.hasher) throw new Error('passwords must be hashed but no hashing pool was given');
+  const stored = new Map(work.verify.map((v) => [v.line, v.hash]));
+  const lines = [...work.hash, ...work.verify.map((v) => v.line)].sort((a, b) => a - b);
+  const hasher = req.hasher;
+  await parse({ ...parseRequest, mode: 'collect', lines }, async (e) => {
+    if (e.type !== 'collected') return;
+    const rows = e.rows.filter((r) => r.password !== null);
+    const hashes = await hasher.run(rows.map((r) => ({ password: r.password!, stored: stored.get(r.line) ?? null })));
+    await stage.setPasswords(rows.map((r, i) => ({ line: r.line, hash: hashes[i] })));
+  }, req.kinds);
 }
 
-export type { StagedError };
+async function recordHeld(
+  req: FileImportRequest,
+  h: { hold: HoldCheck; counts: ImportCounts; contentSha1: string; header: string[]; startedAt: string; sampleErrors: string[] },
+): Promise<FileImportResult> {
+  const message = holdMessage(h.hold, req.options.maxDeactivatePercent, req.tenant, req.epoch);
+  const importId =
+    req.mode === 'apply'
+      ? await req.store.imports.recordUnapplied({
+          runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'held', message,
+          contentSha1: h.contentSha1, counts: h.counts, actor: req.options.actor, header: h.header, startedAt: h.startedAt,
+        })
+      : null;
+  return { file: req.file, kind: req.kind, status: 'held', message, counts: h.counts, importId, contentSha1: h.contentSha1, sampleErrors: h.sampleErrors, hold: h.hold };
+}
+
+async function firstErrors(rows: AsyncIterable<ErrorRow[]>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const batch of rows) {
+    for (const e of batch) {
+      out.push(formatProblems(e));
+      if (out.length >= SAMPLE) return out;
+    }
+  }
+  return out;
+}
+
+/** A recorded import as a file result. */
+export function fromImport(row: ImportRow): FileImportResult {
+  return {
+    file: row.file,
+    kind: row.kind ?? '',
+    status: row.status,
+    message: row.message,
+    counts: row.counts,
+    importId: row.id,
+    contentSha1: row.contentSha1 ?? '',
+    sampleErrors: [],
+  };
+}

@@ -1,69 +1,84 @@
-// Row-level checking: one record in, either a normalized user or a list of problems out.
-// Problems are data (line, column, value, reason), never exceptions: a bad row only
-// rejects itself.
+// Row-level checking: one record in, either a staged row (flat values in STAGE_COLUMNS order) or
+// a list of problems out. Problems are data (line, column, value, reason), never exceptions: a
+// bad row only rejects itself. Built once per file from its header, so the per-row work is a
+// loop over positions, one ajv call (the fast validator, without allErrors, for rows that pass)
+// and no objects beyond the row itself.
+import crypto from 'node:crypto';
 import type { ImportOptions } from '../config.js';
+import type { PresentFields, RowProblem } from '../store/types.js';
+import { STAGE_WIDTH } from '../store/types.js';
+import { unescapeFormula } from './errors-csv.js';
 import type { HeaderMap } from './headers.js';
-import { describeError, type CompiledKind } from './kinds.js';
+import { describeError, type CompiledKind, type UserField } from './kinds.js';
 
-export interface RowProblem {
-  column: string;
-  value: string;
-  reason: string;
-}
+export type { RowProblem };
 
-/** A row as it will be applied. `undefined` means the file has no such column: leave as is. */
-export interface StagedUser {
-  externalId: string;
-  email?: string | null;
-  username?: string | null;
-  firstName?: string | null;
-  lastName?: string | null;
-  role?: string | null;
-  siteId?: string | null;
-  siteLabel?: string | null;
-  /** Plain text, only until it is hashed during staging. */
-  password?: string | null;
-  active: boolean;
-  attributes: Record<string, string | null>;
-}
-
-export type RowResult = { ok: true; user: StagedUser } | { ok: false; key: string | undefined; problems: RowProblem[] };
+export type RowResult =
+  | { ok: true; key: string; row: unknown[]; password: string | null }
+  | { ok: false; key: string | null; problems: RowProblem[]; raw: string[]; password: string | null };
 
 const TRUE_FLAGS = new Set(['1', 'true', 'yes', 'y']);
+const HIDDEN = '(hidden)';
+
+/** Where each user field goes in a staged row. */
+const SLOT: Partial<Record<UserField, number>> = { email: 2, username: 3, firstName: 4, lastName: 5, role: 6, siteId: 7 };
+const SITE_LABEL = 8;
+const ACTIVE = 9;
+const ATTRS = 10;
+const DIGEST = 11;
+
+/** A keyed digest of a password: equal digests, equal passwords, without scrypt (see README). */
+export function passwordDigest(key: Buffer, tenant: string, externalId: string, password: string): string {
+  return crypto.createHmac('sha256', key).update(`${tenant}\0${externalId}\0${password}`).digest('base64url');
+}
 
 export class RowChecker {
   private readonly keyIndex: number;
   private readonly hasSiteMap: boolean;
-  private readonly secretColumns: Set<string>;
+  private readonly passwordIndex: number;
+  /** Header position -> what it fills. */
+  private readonly plan: { name: string; field?: UserField; slot?: number; date: boolean }[];
+  private readonly attributeNames: string[];
+  readonly present: PresentFields;
 
   constructor(
     private readonly kind: CompiledKind,
     private readonly headers: HeaderMap,
     private readonly options: ImportOptions,
+    private readonly tenant: string,
+    private readonly digestKey: Buffer | null,
   ) {
-    this.keyIndex = headers.columns.findIndex((c) => c.name === kind.key);
+    const columns = headers.columns;
+    this.keyIndex = columns.findIndex((c) => c.name === kind.key);
+    this.passwordIndex = columns.findIndex((c) => c.field === 'password');
     this.hasSiteMap = Object.keys(options.siteMap).length > 0;
-    this.secretColumns = new Set(kind.columns.filter((c) => c.field === 'password').map((c) => c.name));
+    const props = (kind.schema.properties ?? {}) as Record<string, { format?: string }>;
+    this.plan = columns.map((c) => ({ name: c.name, field: c.field, slot: c.field ? SLOT[c.field] : undefined, date: props[c.name]?.format === 'date' }));
+    this.attributeNames = columns.filter((c) => !c.field).map((c) => c.name).sort();
+    const has = (f: UserField) => columns.some((c) => c.field === f);
+    this.present = {
+      email: has('email'),
+      username: has('username'),
+      firstName: has('firstName'),
+      lastName: has('lastName'),
+      role: has('role'),
+      siteId: has('siteId'),
+      siteLabel: has('siteId') && this.hasSiteMap,
+      password: has('password'),
+      attributes: this.attributeNames.length > 0,
+    };
   }
 
-  check(values: string[]): RowResult {
-    const { columns } = this.headers;
-    const raw = this.keyIndex >= 0 ? values[this.keyIndex]?.trim() || undefined : undefined;
-    const key = raw !== undefined && this.kind.keyCase === 'lower' ? raw.toLowerCase() : raw;
-    if (values.length !== this.headers.width) {
-      return {
-        ok: false,
-        key,
-        problems: [
-          {
-            column: '',
-            value: '',
-            reason:
-              `this row has ${values.length} value${values.length === 1 ? '' : 's'} but the header has ${this.headers.width} columns; ` +
-              `a value containing a comma must be in double quotes`,
-          },
-        ],
-      };
+  check(line: number, cells: string[]): RowResult {
+    const values = this.headers.fromErrorsCsv ? cells.map(unescapeFormula) : cells;
+    const { columns, width } = this.headers;
+    const rawKey = this.keyIndex >= 0 ? values[this.keyIndex]?.trim() || null : null;
+    const key = rawKey !== null && this.kind.keyCase === 'lower' ? rawKey.toLowerCase() : rawKey;
+    if (values.length !== width) {
+      const reason =
+        `this row has ${values.length} value${values.length === 1 ? '' : 's'} but the header has ${width} columns; ` +
+        `a value containing a comma must be in double quotes`;
+      return { ok: false, key, problems: [{ column: '', value: '', reason }], raw: this.safeRaw(values, null, true), password: null };
     }
     // Empty cells become undefined so that `required` fires for them.
     const record: Record<string, string> = {};
@@ -71,65 +86,110 @@ export class RowChecker {
       const v = values[i].trim();
       if (v !== '') record[columns[i].name] = v;
     }
-    const problems: RowProblem[] = [];
-    if (!this.kind.validate(record)) {
+    let problems: RowProblem[] | null = null;
+    if (!this.kind.fast(record)) {
+      problems = [];
+      this.kind.validate(record);
       for (const err of this.kind.validate.errors ?? []) {
         const { column, reason } = describeError(err, this.kind);
         if (problems.some((p) => p.column === column)) continue; // one reason per cell is enough
-        // A password never leaves in a report, not even a wrong one.
-        const value = this.secretColumns.has(column) && record[column] ? '(hidden)' : (record[column] ?? '');
-        problems.push({ column, value, reason });
+        problems.push({ column, value: record[column] ?? '', reason });
       }
     }
-    const user: StagedUser = { externalId: key ?? '', active: true, attributes: {} };
-    for (const col of columns) {
-      const v = record[col.name] ?? null;
-      switch (col.field) {
+    const row: unknown[] = new Array(STAGE_WIDTH).fill(null);
+    row[0] = key;
+    row[1] = line;
+    row[ACTIVE] = 1;
+    let password: string | null = null;
+    let attrs: Record<string, string | null> | null = null;
+    for (let i = 0; i < columns.length; i++) {
+      const p = this.plan[i];
+      const v = record[p.name] ?? null;
+      if (p.slot !== undefined) row[p.slot] = v;
+      switch (p.field) {
         case undefined:
-          user.attributes[col.name] = v;
-          break;
-        case 'externalId':
+          (attrs ??= {})[p.name] = v;
           break;
         case 'active':
-          user.active = v === null || TRUE_FLAGS.has(v.toLowerCase());
+          row[ACTIVE] = v === null || TRUE_FLAGS.has(v.toLowerCase()) ? 1 : 0;
           break;
         case 'password':
-          user.password = v === null ? null : this.password(col.name, v, problems);
+          password = v === null ? null : this.password(p.name, v, (problems ??= []));
           break;
         case 'siteId':
-          user.siteId = v;
           if (v !== null && this.hasSiteMap) {
             const label = this.options.siteMap[v];
             if (label === undefined) {
-              problems.push({
-                column: col.name,
+              (problems ??= []).push({
+                column: p.name,
                 value: v,
-                reason: `site id ${v} is not in this district's site map; use one of ${Object.keys(this.options.siteMap).join(', ')} or ask us to add it`,
+                reason: `this site id is not in this district's site map; use one of ${Object.keys(this.options.siteMap).join(', ')} or ask us to add it`,
               });
             }
-            user.siteLabel = label ?? null;
+            row[SITE_LABEL] = label ?? null;
           }
           break;
         default:
-          user[col.field] = v;
       }
     }
-    if (problems.length) return { ok: false, key, problems };
-    return { ok: true, user };
+    if (problems && problems.length) {
+      return { ok: false, key, problems: this.present.password ? this.hideSecrets(problems) : problems, raw: this.safeRaw(values, problems, false), password };
+    }
+    if (attrs) row[ATTRS] = JSON.stringify(attrs, this.attributeNames);
+    if (password !== null && key !== null) row[DIGEST] = this.digestKey ? passwordDigest(this.digestKey, this.tenant, key, password) : '';
+    return { ok: true, key: key ?? '', row, password };
+  }
+
+  /** A row's cells as errors.csv may show them (see safeRaw). */
+  cellsForReport(cells: string[]): string[] {
+    return this.safeRaw(cells, null, cells.length !== this.headers.width);
   }
 
   private password(column: string, value: string, problems: RowProblem[]): string | null {
     if (this.options.passwordFormat !== 'date') return value;
     const formatted = formatDatePassword(value);
     if (formatted === undefined) {
-      problems.push({
-        column,
-        value: '(hidden)',
-        reason: 'is not a date; passwords for this district are dates such as 2010-03-05, 3/5/2010 or 20100305',
-      });
+      problems.push({ column, value: HIDDEN, reason: 'is not a date; passwords for this district are dates such as 2010-03-05, 3/5/2010 or 20100305' });
       return null;
     }
     return formatted;
+  }
+
+  /**
+   * In a file that carries passwords, a failing row may have a password in another cell (a row
+   * shifted by one column puts it into EMAIL). Date passwords are recognisable: any date-like
+   * value outside a date column is hidden. Plain passwords are not: every failing cell's value is.
+   */
+  private hideSecrets(problems: RowProblem[]): RowProblem[] {
+    const key = this.kind.key;
+    const dates = this.options.passwordFormat === 'date';
+    return problems.map((p) => {
+      if (!p.value || p.column === key || p.value === HIDDEN) return p;
+      const col = this.plan.find((c) => c.name === p.column);
+      const secret = dates ? !col?.date && formatDatePassword(p.value) !== undefined : true;
+      return secret ? { ...p, value: HIDDEN } : p;
+    });
+  }
+
+  /**
+   * The row's cells for errors.csv, with every cell that could hold a password left blank: the
+   * password column always; in a file with a password column also the cells that failed their
+   * check, date-like values when passwords are dates, and, when the row has the wrong number
+   * of values (so any cell may have moved), every cell but the key.
+   */
+  private safeRaw(values: string[], problems: RowProblem[] | null, misaligned: boolean): string[] {
+    if (!this.present.password) return values.slice(0, this.headers.original.length);
+    const failing = new Set((problems ?? []).map((p) => p.column));
+    const dates = this.options.passwordFormat === 'date';
+    return this.headers.original.map((_, i) => {
+      const v = values[i] ?? '';
+      if (i === this.passwordIndex) return '';
+      if (misaligned) return i === this.keyIndex ? v : '';
+      const col = this.plan[i];
+      if (!col || col.name === this.kind.key) return v;
+      if (dates) return !col.date && formatDatePassword(v) !== undefined ? '' : v;
+      return failing.has(col.name) ? '' : v;
+    });
   }
 }
 

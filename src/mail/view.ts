@@ -2,7 +2,7 @@
 // plain words, so the three templates (and a tenant's own copies) only lay it out. Customer
 // data (file names, messages, error lines) passes through untouched; escaping it is the HTML
 // template's job (handlebars `{{ }}`), never this module's.
-import type { ImportCounts, ImportStatus } from '../import/apply.js';
+import type { ImportCounts, ImportStatus } from '../store/types.js';
 import type { EpochReport, FileReport } from './report.js';
 
 /** An attachment left out of the mail because it was too large. */
@@ -68,6 +68,8 @@ export interface ReportView {
   nothingToFix: boolean;
   /** One sentence per attachment too large to mail. */
   attachmentNotes: string[];
+  /** Further sentences (a reused epoch name, where the upload went and why). */
+  notes: string[];
 }
 
 const COUNT_LABELS: [keyof ImportCounts, string][] = [
@@ -86,6 +88,8 @@ const COLORS: Record<ImportStatus, string> = {
   held: '#bc4c00',
   rejected: '#cf222e',
   failed: '#cf222e',
+  discarded: '#57606a',
+  superseded: '#57606a',
 };
 
 export function buildView(report: EpochReport, omitted: OmittedAttachment[] = []): ReportView {
@@ -120,6 +124,7 @@ export function buildView(report: EpochReport, omitted: OmittedAttachment[] = []
     hasErrorsCsv: report.files.some((f) => f.errorsCsvName !== null),
     nothingToFix: !stale && files.every((f) => f.isApplied),
     attachmentNotes: omitted.map((o) => omittedNote(o, folder)),
+    notes: report.notes ?? [],
   };
 }
 
@@ -168,9 +173,13 @@ function fileStatusLine(f: FileReport, report: EpochReport, attached: boolean, f
     case 'rejected':
       return `The file was rejected${why ? `: ${why}` : ''}; nothing was changed.`;
     case 'held':
-      return `Held${why ? `: ${why}` : ''}; nothing was changed.`;
+      return `Held${why ? `: ${why.replace(/^held: /, '')}` : ''}; nothing was changed.`;
     case 'failed':
       return `Processing failed${why ? `: ${why}` : ''}; nothing from this file was applied.`;
+    case 'discarded':
+      return `Discarded${why ? `: ${why}` : ''}; nothing was changed.`;
+    case 'superseded':
+      return `Not applied${why ? `: ${why}` : ''}.`;
     default:
       return `${String(f.status)}${why ? `: ${why}` : ''}.`;
   }

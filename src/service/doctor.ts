@@ -6,10 +6,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import posix from 'node:path/posix';
 import nodemailer from 'nodemailer';
-import { loadConfig, type Config, type TenantConfig } from '../config.js';
-import { openDatabase } from '../db/database.js';
-import { migrations } from '../db/migrations.js';
+import { expandSecret, loadConfig, resolveSftp, type Config, type SftpSettings, type TenantConfig } from '../config.js';
 import { ConfigError, errorMessage, HostKeyMismatchError } from '../errors.js';
+import { describeDatabase, openStore } from '../store/open.js';
 import { checkTemplates } from '../mail/templates.js';
 import { templatesDir } from '../paths.js';
 import { SftpSession } from '../sftp/client.js';
@@ -40,25 +39,35 @@ export function checkConfig(file: string): { check: Check; config?: Config } {
   }
 }
 
-export function checkDatabase(config: Config): Check {
-  let db;
+/** Reachable, writable, and at our schema version — checked without migrating anything. */
+export async function checkDatabase(config: Config): Promise<Check[]> {
+  const where = describeDatabase(config.database);
+  let store;
   try {
-    db = openDatabase(config.database);
-    const version = db.prepare('SELECT max(version) FROM schema_migrations').pluck().get() as number;
-    const latest = Math.max(...migrations.map((m) => m.version));
-    if (version < latest) return fail(null, 'database', `${config.database} is at schema version ${version}, this provisioner needs ${latest}`, 'see the error above; migrations run when any command opens the database');
-    // A read-only file opens without complaint; only a write shows it (rolled back).
-    db.exec('BEGIN IMMEDIATE; CREATE TABLE doctor_probe (x); ROLLBACK');
-    return ok(null, 'database', `${config.database} is writable, schema version ${version} (up to date)`);
+    store = await openStore(config.database, { migrate: false, busyWaitMs: 10_000 });
   } catch (err) {
-    return fail(null, 'database', `${config.database}: ${errorMessage(err)}`, `make ${path.dirname(config.database)} and the database file writable by this user, or change database: in the config`);
-  } finally {
-    try {
-      db?.exec('ROLLBACK');
-    } catch {
-      /* no transaction open */
+    return [fail(null, 'database', `${where}: ${errorMessage(err)}`, store === undefined && /postgres/i.test(config.database) ? 'check that the server is up, the URL (user, host, port, database) and the password' : `make the folder of ${where} writable by this user, or change database: in the config`)];
+  }
+  try {
+    const checks: Check[] = [];
+    const version = await store.schema.serverVersion();
+    const { current, latest } = await store.schema.version();
+    if (current > latest) {
+      checks.push(fail(null, 'database', `${where} is at schema version ${current}, newer than this provisioner knows (${latest})`, 'upgrade provisioner on this machine to the version the other workers run'));
+    } else if (current === 0) {
+      await store.schema.probeWrite();
+      checks.push(ok(null, 'database', `${where} (${version}) is new and writable; its tables are made on the first run`));
+    } else if (current < latest) {
+      checks.push(fail(null, 'database', `${where} (${version}) is at schema version ${current}; this provisioner needs ${latest}`, 'it is upgraded the next time `provisioner run` (or any command) opens it; stop older workers first'));
+    } else {
+      await store.schema.probeWrite();
+      checks.push(ok(null, 'database', `${where} (${version}) is writable, schema version ${current} (up to date)`));
     }
-    db?.close();
+    return checks;
+  } catch (err) {
+    return [fail(null, 'database', `${where}: ${errorMessage(err)}`, `make ${where} writable by this user, or change database: in the config`)];
+  } finally {
+    await store.close();
   }
 }
 
@@ -75,7 +84,13 @@ export function checkLocalFolder(check: string, dir: string, key: string): Check
 }
 
 export async function checkMail(config: Config): Promise<Check> {
-  const { smtp, timeoutSeconds, outbox } = config.mail;
+  const { timeoutSeconds, outbox } = config.mail;
+  let smtp: string | undefined;
+  try {
+    smtp = config.mail.smtp ? expandSecret(config.mail.smtp, 'mail.smtp') : undefined;
+  } catch (err) {
+    return fail(null, 'mail', errorMessage(err), 'set the variable in the environment of provisioner');
+  }
   if (!smtp) {
     const c = checkLocalFolder('mail', outbox, 'mail.outbox');
     return c.status === 'ok' ? { ...c, detail: `no mail.smtp: reports are written as .eml files to ${outbox}, which is writable` } : c;
@@ -102,74 +117,96 @@ export function checkTemplateFolder(tenant: string | null, folder: string, key: 
 
 export const checkBuiltInTemplates = (): Check => checkTemplateFolder(null, templatesDir(), '');
 
-/** SFTP: reachable, host key, login, then the folders (only over a verified connection). */
+/** SFTP: reachable, host key, login, then the folders the tenant uses (only over a verified connection). */
 export async function checkTenant(tenant: TenantConfig): Promise<Check[]> {
   const id = tenant.id;
-  const { host, port, username } = tenant.sftp;
   const at = `tenants.${id}.sftp`;
+  let settings: SftpSettings;
+  try {
+    settings = resolveSftp(tenant);
+  } catch (err) {
+    return [fail(id, 'sftp login', errorMessage(err), `set the variable in the environment of provisioner (e.g. the service's EnvironmentFile)`)];
+  }
+  const { host, port, username } = settings;
   const checks: Check[] = [];
   let session: (SftpSession & { hostKeySeen: string }) | undefined;
+  const pinned = settings.hostKey !== undefined;
   try {
-    session = await SftpSession.connect(tenant.sftp, id);
-    checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${session.hostKeySeen}`), fingerprint: session.hostKeySeen });
+    // Without a pinned key the server's key is only looked at, so that it can be shown to be pinned.
+    session = await SftpSession.connect(settings, id, { acceptAnyHostKey: !pinned });
+    if (pinned) checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${session.hostKeySeen}`), fingerprint: session.hostKeySeen });
+    else {
+      checks.push({
+        ...fail(id, 'host key', `${at}.hostKey is not set; ${host}:${port} presents ${session.hostKeySeen}`, `confirm the fingerprint with the host's operator, then set ${at}.hostKey: "${session.hostKeySeen}" (until then \`run\` refuses this tenant)`),
+        fingerprint: session.hostKeySeen,
+      });
+    }
     checks.push(ok(id, 'sftp login', `logged in as ${username}@${host}:${port}`));
   } catch (err) {
     if (err instanceof HostKeyMismatchError) {
       checks.push({
-        ...fail(
-          id,
-          'host key',
-          `${host}:${port} presents ${err.seen}, but ${at}.hostKey pins ${err.expected}`,
-          `if ${id} is new, or its server's key was changed (confirm the fingerprint with the host's operator), set ${at}.hostKey: "${err.seen}"`,
-        ),
+        ...fail(id, 'host key', `${host}:${port} presents ${err.seen}, but ${at}.hostKey pins ${err.expected}`, `if ${id}'s server key really changed (confirm the fingerprint with the host's operator), set ${at}.hostKey: "${err.seen}"`),
         fingerprint: err.seen,
       });
       checks.push(skip(id, 'sftp login', 'not tried: credentials are never sent to a server whose host key is not the pinned one'));
     } else if (/authentication/i.test(errorMessage(err))) {
       // The key is checked during the handshake, before authentication: it matched.
-      checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${tenant.sftp.hostKey}`), fingerprint: tenant.sftp.hostKey });
+      if (pinned) checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${settings.hostKey}`), fingerprint: settings.hostKey });
       checks.push(fail(id, 'sftp login', `${username}@${host}:${port} refused the login: ${errorMessage(err)}`, `check ${at}.username and ${at}.password or ${at}.privateKey`));
     } else {
       checks.push(fail(id, 'sftp login', errorMessage(err), `check ${at}.host and ${at}.port, that the server is up and that a firewall lets this machine through`));
       checks.push(skip(id, 'host key', 'not checked: no connection'));
     }
   }
-  if (!session) {
-    checks.push(skip(id, 'folders', 'not checked: no verified connection'));
+  if (!session || !pinned) {
+    checks.push(skip(id, 'folders', pinned ? 'not checked: no verified connection' : 'not checked until the host key is pinned'));
   } else {
     try {
-      const { upload, bak, tmp, log } = tenant.paths;
-      checks.push(await remoteFolder(session, id, 'upload folder', upload, true, `tenants.${id}.paths.upload`));
-      checks.push(await remoteFolder(session, id, 'bak folder', bak, false, `tenants.${id}.paths.bak`));
-      checks.push(await remoteFolder(session, id, 'tmp folder', tmp, false, `tenants.${id}.paths.tmp`));
-      if (log) checks.push(await remoteFolder(session, id, 'log folder', posix.dirname(log), false, `tenants.${id}.paths.log`));
+      for (const f of foldersOf(tenant)) checks.push(await remoteFolder(session, id, f.check, f.dir, f.mustExist, f.key));
     } finally {
       await session.close();
     }
   }
+  await session?.close();
   if (tenant.notify.templates) checks.push(checkTemplateFolder(id, tenant.notify.templates, `tenants.${id}.notify.templates`));
   return checks;
 }
 
+/** The folders this tenant's runs use: tmp only for keep-in-place files, the log folder only when set. */
+function foldersOf(tenant: TenantConfig): { check: string; dir: string; mustExist: boolean; key: string }[] {
+  const key = (k: string) => `tenants.${tenant.id}.paths.${k}`;
+  const { upload, bak, tmp, failed, log } = tenant.paths;
+  const folders = [
+    { check: 'upload folder', dir: upload, mustExist: true, key: key('upload') },
+    { check: 'bak folder', dir: bak, mustExist: false, key: key('bak') },
+    { check: 'failed folder', dir: failed, mustExist: false, key: key('failed') },
+  ];
+  if (tenant.loose === 'keep') folders.push({ check: 'tmp folder', dir: tmp, mustExist: false, key: key('tmp') });
+  if (log) folders.push({ check: 'log folder', dir: posix.dirname(log), mustExist: false, key: key('log') });
+  return folders;
+}
+
 /**
- * Exists and writable (a probe file is written, renamed — claims are renames — and deleted).
- * bak, tmp and the log folder are created on first use, so for them a writable parent will do.
+ * Exists (or can be made: bak, failed, tmp and the log folder are created on first use) and is
+ * writable: a probe file is written inside it, renamed (claims are renames) and deleted. A
+ * folder made for the probe is removed again.
  */
 async function remoteFolder(session: SftpSession, tenant: string, check: string, dir: string, mustExist: boolean, key: string): Promise<Check> {
+  let made = false;
   try {
     const kind = await session.exists(dir);
     if (kind === 'file') return fail(tenant, check, `${dir} is a file, not a folder`, `remove it on the SFTP host or change ${key}`);
     if (!kind) {
       if (mustExist) return fail(tenant, check, `${dir} does not exist`, `create ${dir} on the SFTP host, or change ${key}`);
-      let parent = posix.dirname(dir);
-      while (parent !== '/' && !(await session.exists(parent))) parent = posix.dirname(parent);
-      await probe(session, parent);
-      return ok(tenant, check, `${dir} does not exist yet; it will be created on first use (${parent} is writable)`);
+      await session.mkdirp(dir);
+      made = true;
     }
     await probe(session, dir);
-    return ok(tenant, check, `${dir} exists and is writable`);
+    return ok(tenant, check, made ? `${dir} does not exist yet; it can be created, and written (it is made on first use)` : `${dir} exists and is writable`);
   } catch (err) {
-    return fail(tenant, check, `${dir}: ${errorMessage(err)}`, `give the SFTP user write permission on ${dir}, or change ${key}`);
+    return fail(tenant, check, `${dir}: ${errorMessage(err)}`, `give the SFTP user write permission on ${dir} (or its parent), or change ${key}`);
+  } finally {
+    if (made) await session.rmdir(dir).catch(() => {});
   }
 }
 

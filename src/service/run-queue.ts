@@ -1,6 +1,7 @@
-// The daemon's work queue: at most `limit` tenant runs at once across all tenants, never two
-// runs of one tenant at once, and at most one waiting run per tenant (a second request for a
-// tenant that is already waiting joins that one instead of queueing another run).
+// The daemon's work queue: at most `limit` tenant runs at once across all tenants (each first
+// looks for work; processing is limited further by the runs' shared semaphore), never two runs
+// of one tenant at once, and at most one waiting run per tenant (a second request for a tenant
+// that is already waiting joins that one instead of queueing another run).
 import type { TenantConfig } from '../config.js';
 
 export interface Job {
@@ -10,7 +11,7 @@ export interface Job {
   triggers: number[];
 }
 
-export type AddResult = 'queued' | 'merged' | 'skipped' | 'closed';
+export type AddResult = 'queued' | 'merged' | 'behind' | 'closed';
 
 export class RunQueue {
   private readonly waiting: Job[] = [];
@@ -24,9 +25,8 @@ export class RunQueue {
   ) {}
 
   /**
-   * A scheduled run of a tenant that is running already is skipped: the run in hand does the
-   * same work. A trigger is queued behind it, since that run may have looked at the upload
-   * folder before the upload the support engineer is asking about arrived.
+   * A run asked for while the tenant is running waits behind it (never lost: that run may have
+   * looked at the upload folder before the upload in question arrived).
    */
   add(job: Job): AddResult {
     if (this.closed) return 'closed';
@@ -37,10 +37,14 @@ export class RunQueue {
       if (job.reason === 'trigger') waiting.reason = 'trigger';
       return 'merged';
     }
-    if (this.active.has(id) && job.reason === 'schedule') return 'skipped';
     this.waiting.push({ ...job, triggers: [...job.triggers] });
+    const behind = this.active.has(id);
     this.pump();
-    return 'queued';
+    return behind ? 'behind' : 'queued';
+  }
+
+  runningTenants(): string[] {
+    return [...this.active.keys()];
   }
 
   isRunning(tenant: string): boolean {

@@ -1,39 +1,60 @@
-// Cron schedules (node-cron v4) for the daemon and for `status`: the next run of a tenant
-// from its expression and time zone, and node-cron's own messages routed into our logger
-// (by default it writes to the console, outside the structured log).
-import cron, { type Logger as CronLogger, type ScheduledTask } from 'node-cron';
+// Schedules: each tenant's cron expression in its time zone (node-cron v4, used for the
+// arithmetic only). The daemon's own timer looks every second at which tenant is due, so a
+// tick is never lost: node-cron skips a tick that comes more than about a second late (a busy
+// process), while here a late tick runs as soon as it can and says so. With several daemons,
+// the store decides which one runs a tick.
+import cron, { type ScheduledTask } from 'node-cron';
 import type { TenantConfig } from '../config.js';
-import type { Logger } from '../log.js';
 
-/** A task that is not started: it never fires, it only answers questions about the schedule. */
-export function scheduleTask(tenant: TenantConfig, fn: () => void, log?: Logger): ScheduledTask {
-  return cron.createTask(tenant.schedule, fn, {
-    timezone: tenant.timezone,
-    name: `tenant:${tenant.id}`,
-    logger: log ? cronLogger(log.child({ tenant: tenant.id })) : undefined,
-  });
+function task(tenant: TenantConfig): ScheduledTask {
+  return cron.createTask(tenant.schedule, () => {}, { timezone: tenant.timezone, name: `tenant:${tenant.id}` });
 }
 
-/** When the tenant's schedule next fires (null when the tenant is disabled). */
-export function nextRunOf(tenant: TenantConfig, from?: ScheduledTask): Date | null {
+/** When the tenant's schedule next fires after `from` (null when the tenant is disabled). */
+export function nextRunOf(tenant: TenantConfig, from: Date = new Date()): Date | null {
   if (!tenant.enabled) return null;
-  if (from) return from.getNextRun() ?? from.getNextRuns(1)[0] ?? null;
-  const task = scheduleTask(tenant, () => {});
+  const t = task(tenant);
   try {
-    return task.getNextRuns(1)[0] ?? null;
+    // getNextRuns counts from the clock; when `from` lies ahead of it, look further.
+    for (let n = 2; n <= 4096; n *= 4) {
+      const next = t.getNextRuns(n).find((d) => new Date(d).getTime() > from.getTime());
+      if (next) return new Date(next);
+    }
+    return null;
   } finally {
-    void task.destroy();
+    void t.destroy();
   }
 }
 
-function cronLogger(log: Logger): CronLogger {
-  const text = (m: string | Error) => (m instanceof Error ? m.message : m);
-  return {
-    info: (m) => log.debug(`node-cron: ${m}`),
-    // "missed execution": the event loop was busy applying a file (synchronous SQLite); the
-    // next tick runs the tenant anyway, so this is not worth an operator's attention.
-    warn: (m) => log.debug(`node-cron: ${m}`),
-    error: (m, err) => log.error({ err: text(err ?? m) }, `node-cron: ${text(m)}`),
-    debug: (m) => log.trace(`node-cron: ${text(m)}`),
-  };
+export interface Due {
+  tenant: TenantConfig;
+  /** The tick's own time (its identity across daemons). */
+  dueAt: Date;
+  /** How late we noticed it. */
+  lateMs: number;
+}
+
+/** Keeps each tenant's next tick and says which are due. */
+export class Scheduler {
+  private readonly next = new Map<string, Date | null>();
+
+  constructor(private readonly tenants: TenantConfig[]) {
+    for (const t of tenants) this.next.set(t.id, nextRunOf(t));
+  }
+
+  nextRun(tenant: string): Date | null {
+    return this.next.get(tenant) ?? null;
+  }
+
+  /** The ticks due at `now`, each once; the following tick is computed from `now`. */
+  due(now: Date = new Date()): Due[] {
+    const out: Due[] = [];
+    for (const t of this.tenants) {
+      const at = this.next.get(t.id);
+      if (!at || at.getTime() > now.getTime()) continue;
+      out.push({ tenant: t, dueAt: at, lateMs: now.getTime() - at.getTime() });
+      this.next.set(t.id, nextRunOf(t, now));
+    }
+    return out;
+  }
 }

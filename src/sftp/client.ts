@@ -7,10 +7,12 @@ import path from 'node:path';
 import SftpClient from 'ssh2-sftp-client';
 import type { SftpSettings } from '../config.js';
 import { HostKeyMismatchError, RemoteError, errorMessage } from '../errors.js';
+import { printable } from '../text.js';
 
 export interface RemoteEntry {
   name: string;
-  type: 'file' | 'dir' | 'other';
+  /** `link`: a symbolic link (never followed: it could point anywhere on the host). */
+  type: 'file' | 'dir' | 'link' | 'other';
   size: number;
   /** Modification time in ms since the epoch. */
   mtime: number;
@@ -44,6 +46,12 @@ export class SftpSession {
     label: string,
     opts: { acceptAnyHostKey?: boolean } = {},
   ): Promise<SftpSession & { hostKeySeen: string }> {
+    if (!settings.hostKey && !opts.acceptAnyHostKey) {
+      throw new RemoteError(
+        `${label} has no pinned host key (sftp.hostKey), so nothing is sent to its server. Run \`provisioner doctor --tenant ${label}\`, ` +
+          `confirm the fingerprint it prints with the host's operator, and set tenants.${label}.sftp.hostKey to it.`,
+      );
+    }
     // The library's default listeners print "Global end listener: ..." with console.log, onto
     // our stdout (and into `--json` output). Every failure reaches us through the promises.
     const client = new SftpClient(label, { error: () => {}, end: () => {}, close: () => {} });
@@ -73,7 +81,7 @@ export class SftpSession {
     } catch (err) {
       destroy(client);
       if (seen && seen !== settings.hostKey && !opts.acceptAnyHostKey) {
-        throw new HostKeyMismatchError(label, settings.hostKey, seen);
+        throw new HostKeyMismatchError(label, settings.hostKey ?? '(none)', seen);
       }
       throw new RemoteError(`cannot connect to ${settings.username}@${settings.host}:${settings.port}: ${cleanMessage(err)}`, {
         cause: err,
@@ -84,13 +92,14 @@ export class SftpSession {
     return session;
   }
 
+  /** The entries of a folder (never `.`/`..`, nor a name with a path separator or NUL). */
   async list(dir: string): Promise<RemoteEntry[]> {
     const items = await this.call(`list ${dir}`, () => this.client.list(dir));
     return items
       .filter((i) => isSafeName(i.name))
       .map((i) => ({
         name: i.name,
-        type: i.type === 'd' ? 'dir' : i.type === '-' ? 'file' : 'other',
+        type: i.type === 'd' ? 'dir' : i.type === '-' ? 'file' : i.type === 'l' ? 'link' : 'other',
         size: i.size,
         mtime: i.modifyTime,
       }));
@@ -119,9 +128,11 @@ export class SftpSession {
     return Buffer.isBuffer(data) ? data.toString('utf8') : String(data);
   }
 
+  /** Writes a file readable by the district (0644), whatever the server's umask would give. */
   async write(remote: string, content: string | Buffer): Promise<void> {
     const buf = Buffer.isBuffer(content) ? content : Buffer.from(content, 'utf8');
-    await this.call(`write ${remote}`, () => this.client.put(buf, remote));
+    await this.call(`write ${remote}`, () => this.client.put(buf, remote, { writeStreamOptions: { mode: 0o644 } }));
+    await this.call(`chmod ${remote}`, () => this.client.chmod(remote, 0o644));
   }
 
   async append(remote: string, content: string): Promise<void> {
@@ -144,8 +155,9 @@ export class SftpSession {
     await this.call(`delete ${p}`, () => this.client.delete(p));
   }
 
+  /** Removes an empty folder (a server refuses one that is not empty). */
   async rmdir(p: string): Promise<void> {
-    await this.call(`rmdir ${p}`, () => this.client.rmdir(p, true));
+    await this.call(`rmdir ${p}`, () => this.client.rmdir(p, false));
   }
 
   /** Idempotent; never throws. */
@@ -168,9 +180,23 @@ export class SftpSession {
       });
     } catch (err) {
       if (err instanceof RemoteError) throw err;
-      throw new RemoteError(`${this.label}: ${what} failed: ${cleanMessage(err)}`, { cause: err });
+      const lost = isConnectionLoss(err);
+      if (lost) this.closed = true;
+      throw new RemoteError(`${this.label}: ${printable(what)} failed: ${cleanMessage(err)}`, { cause: err, connectionLost: lost });
     }
   }
+}
+
+/**
+ * The connection is gone (reset, closed, not connected), as opposed to the server refusing one
+ * request (SFTP status codes: no such file, permission denied, failure).
+ */
+function isConnectionLoss(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'number') return false;
+  if (code === 'EACCES' || code === 'ENOENT' || code === 'ENOTDIR' || code === 'ERR_BAD_PATH') return false;
+  if (code === 'ECONNRESET' || code === 'ERR_NOT_CONNECTED' || code === 'EPIPE' || code === 'ETIMEDOUT') return true;
+  return /unexpected (end|close)|no sftp connection|not connected|socket|connection (lost|closed)/i.test(errorMessage(err));
 }
 
 /** Is this error the remote saying "no such file"? */
@@ -193,7 +219,7 @@ function withTimeout<T>(start: (alive: () => void) => Promise<T>, ms: number, wh
     clearTimeout(timer);
     timer = setTimeout(() => {
       onTimeout();
-      fail(new RemoteError(`${what}: no answer within ${Math.round(ms / 1000)} s; the connection was closed`));
+      fail(new RemoteError(`${printable(what)}: no answer within ${Math.round(ms / 1000)} s; the connection was closed`, { connectionLost: true }));
     }, ms);
   };
   arm();

@@ -1,59 +1,111 @@
-// The bridge between a run and the mail queue: turns an epoch's outcome into the tenant's
-// report (queued inside the import's transaction) and sends what is queued after a run.
-import fs from 'node:fs';
-import posix from 'node:path/posix';
-import type { Config } from '../config.js';
-import type { Db } from '../db/database.js';
+// From the outbox to the mail queue. Every outcome was stored in the transaction that decided
+// it; here each filed, unreported outcome is turned into the district's report (and the
+// operators' notice for holds and failures), rendered from the stored outcome and the database
+// (row errors, errors.csv), and queued in the same transaction that marks it reported. A crash
+// anywhere in between only means it is done on the next pass, never twice and never lost.
+import type { Config, TenantConfig } from '../config.js';
+import { writeErrorsCsv } from '../import/errors-csv.js';
 import type { Logger } from '../log.js';
-import { deliverQueuedMail } from '../mail/outbox.js';
-import { queueReport, type EpochReport } from '../mail/report.js';
-import type { EpochReporter } from './run-tenant.js';
-import { epochIsHeld, errorsCsvName } from './run-tenant.js';
-import { HELD_DIR } from './uploads.js';
+import { MAX_ATTACHMENT_BYTES, renderReport, shouldNotify, type EpochReport, type FileReport } from '../mail/report.js';
+import type { OmittedAttachment } from '../mail/view.js';
+import type { NewMail, Outcome, QueuedAttachment, Store } from '../store/types.js';
+import { errorsCsvName } from './epoch.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
-export function reporterFor(config: Config): EpochReporter {
-  return (db, tenant, outcome, newlyStale, dryRun) => {
-    const n = outcome.files.length;
-    const isKeep = tenant.loose === 'keep' && outcome.remotePath !== null && !outcome.remotePath.includes(outcome.epoch);
-    const where =
-      outcome.files.length === 0
-        ? null
-        : isKeep
-          ? outcome.remotePath
-          : epochIsHeld(outcome)
-            ? posix.join(tenant.paths.upload, HELD_DIR, outcome.epoch)
-            : posix.join(tenant.paths.bak, outcome.epoch);
-    const report: EpochReport = {
-      tenantId: tenant.id,
-      tenantName: tenant.name,
-      epoch: outcome.epoch,
-      status: outcome.status,
-      files: outcome.files.map((f) => ({
-        file: f.file,
-        kind: f.kind || null,
-        status: f.status,
-        message: f.message,
-        counts: f.counts,
-        sampleErrors: f.sampleErrors,
-        errorsCsvName: f.errorsCsv ? errorsCsvName(f.file, n) : null,
-      })),
-      staleUploads: newlyStale,
-      dryRun,
-      finishedAt: new Date().toISOString(),
-      bakPath: where,
-    };
-    const attachments = outcome.files
-      .filter((f) => f.errorsCsv && fs.existsSync(f.errorsCsv))
-      .map((f) => ({ filename: errorsCsvName(f.file, n), content: fs.readFileSync(f.errorsCsv!), contentType: 'text/csv' }));
-    queueReport(db, config, tenant, report, attachments);
+const SAMPLE = 10;
+
+/** Queues the reports of a tenant's (or every tenant's) unreported outcomes. Returns how many mails. */
+export async function reportOutcomes(deps: { store: Store; config: Config; log: Logger }, tenant?: string): Promise<number> {
+  const { store, config } = deps;
+  const tenants = new Map(config.tenants.map((t) => [t.id, t]));
+  let queued = 0;
+  for (const outcome of await store.outbox.unreported(tenant)) {
+    const t = tenants.get(outcome.tenant);
+    const mail = t ? await mailFor(store, config, t, outcome) : [];
+    await store.outbox.markReported(outcome.id, mail);
+    queued += mail.length;
+    if (mail.length) deps.log.info({ tenant: outcome.tenant, outcome: outcome.id, to: mail.flatMap((m) => m.to) }, `report queued: ${mail[0].subject}`);
+  }
+  return queued;
+}
+
+/** The report of one outcome, or nothing when nobody is to be told. */
+export async function mailFor(store: Store, config: Config, tenant: TenantConfig, outcome: Outcome): Promise<NewMail[]> {
+  const report = await reportOf(store, tenant, outcome);
+  // A release or discard closes a hold the district was told about: it hears how it ended.
+  const closing = (outcome.kind === 'released' || outcome.kind === 'discarded') && tenant.notify.when !== 'never';
+  const toTenant = closing || shouldNotify(tenant.notify.when, report) ? tenant.notify.to : [];
+  const toOperators = outcome.payload.operators ? config.mail.operators : [];
+  const to = [...new Set([...toTenant, ...toOperators])];
+  if (to.length === 0) return [];
+  const { kept, omitted } = await attachments(store, outcome, report);
+  const rendered = renderReport(report, tenant.notify.templates, { omitted });
+  return [
+    {
+      tenant: tenant.id,
+      dedupeKey: `outcome:${outcome.id}`,
+      from: config.mail.from,
+      to,
+      replyTo: tenant.notify.replyTo ?? null,
+      subject: rendered.subject,
+      text: rendered.text,
+      html: rendered.html,
+      attachments: kept,
+    },
+  ];
+}
+
+export async function reportOf(store: Store, tenant: TenantConfig, outcome: Outcome): Promise<EpochReport> {
+  const p = outcome.payload;
+  const n = p.files.length;
+  const files: FileReport[] = [];
+  for (const [i, f] of p.files.entries()) {
+    const sample = f.importId !== null && f.counts.failed > 0 ? await store.imports.errors(f.importId, SAMPLE) : [];
+    files.push({
+      file: f.file,
+      kind: f.kind,
+      status: f.status,
+      message: f.message,
+      counts: f.counts,
+      sampleErrors: sample.map((e) => `line ${e.line}: ${e.column ? `${e.column}${e.value ? ` "${e.value}"` : ''}: ` : ''}${e.reason}`),
+      errorsCsvName: f.counts.failed > 0 && f.importId !== null ? errorsCsvName(f.file, n, i) : null,
+    });
+  }
+  return {
+    tenantId: tenant.id,
+    tenantName: tenant.name,
+    epoch: outcome.epoch ?? '',
+    status: p.status,
+    files,
+    staleUploads: p.staleUploads,
+    dryRun: false,
+    finishedAt: p.finishedAt,
+    bakPath: p.location,
+    notes: [...p.notes, ...(p.locationNote ? [p.locationNote] : [])],
   };
 }
 
-export async function deliverMail(app: { db: Db; config: Config; log: Logger }, tenant?: string): Promise<void> {
-  try {
-    const r = await deliverQueuedMail(app.db, app.config, { tenant, log: app.log });
-    if (r.sent || r.failed) app.log.info(r, `mail: ${r.sent} sent, ${r.failed} failed, ${r.pending} still queued`);
-  } catch (err) {
-    app.log.warn({ err: (err as Error).message }, 'mail delivery failed; the reports stay queued and are retried on the next run');
+/** errors.csv of each file with failed rows, rebuilt from the database (a crash may have lost the local copy). */
+async function attachments(store: Store, outcome: Outcome, report: EpochReport): Promise<{ kept: QueuedAttachment[]; omitted: OmittedAttachment[] }> {
+  const kept: QueuedAttachment[] = [];
+  const omitted: OmittedAttachment[] = [];
+  for (const [i, f] of outcome.payload.files.entries()) {
+    const name = report.files[i].errorsCsvName;
+    if (!name || f.importId === null) continue;
+    const row = await store.imports.get(f.importId);
+    if (!row?.header) continue;
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-report-'));
+    try {
+      const file = path.join(tmp, 'errors.csv');
+      await writeErrorsCsv(file, row.header, store.imports.errorRows(f.importId));
+      const size = fs.statSync(file).size;
+      if (size > MAX_ATTACHMENT_BYTES) omitted.push({ filename: name, size });
+      else kept.push({ filename: name, contentType: 'text/csv; charset=utf-8', content: fs.readFileSync(file).toString('base64') });
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   }
+  return { kept, omitted };
 }

@@ -1,36 +1,59 @@
-// Runs a set of tenants with bounded concurrency and turns the results into one exit code.
+// Running many tenants: sessions that look for work open up to discoveryConcurrency at once
+// (most tenants, most nights, have nothing: the SSH handshake is the cost), while processing
+// (downloading, staging, applying) is limited to `concurrency` by a semaphore the runs share.
 // Used by `run --now` and by the daemon.
-import type { Config, TenantConfig } from '../config.js';
-import type { Db } from '../db/database.js';
+import type { TenantConfig } from '../config.js';
 import { ExitCode } from '../errors.js';
-import type { KindRegistry } from '../import/kinds.js';
-import type { Logger } from '../log.js';
-import { runTenant, type EpochReporter, type RunOptions, type TenantRunResult } from './run-tenant.js';
+import type { RunDeps, RunOptions, TenantRunResult } from './context.js';
+import { emptyResult } from './context.js';
+import { runTenant } from './run-tenant.js';
 
-export interface Worker {
-  config: Config;
-  db: Db;
-  kinds: KindRegistry;
-  log: Logger;
-  report?: EpochReporter;
+export class Semaphore {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(readonly limit: number) {}
+
+  async acquire(): Promise<() => void> {
+    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.active--;
+      this.waiting.shift()?.();
+    };
+  }
+
+  get inUse(): number {
+    return this.active;
+  }
 }
 
-export async function runTenants(worker: Worker, tenants: TenantConfig[], opts: RunOptions): Promise<TenantRunResult[]> {
+export async function runTenants(deps: RunDeps, tenants: TenantConfig[], opts: RunOptions): Promise<TenantRunResult[]> {
   const results: TenantRunResult[] = new Array(tenants.length);
+  const withSlots = { ...deps, processing: deps.processing ?? new Semaphore(deps.config.concurrency) };
   let next = 0;
   const lane = async () => {
     while (next < tenants.length) {
       const i = next++;
-      results[i] = await runTenant(worker, tenants[i], opts);
+      try {
+        results[i] = await runTenant(withSlots, tenants[i], opts);
+      } catch (err) {
+        // runTenant records its own failures; this is the store itself failing.
+        results[i] = { ...emptyResult(tenants[i].id), status: 'failed', message: `run failed: ${(err as Error).message}` };
+      }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(worker.config.concurrency, tenants.length) }, lane));
+  const lanes = Math.min(Math.max(deps.config.discoveryConcurrency, deps.config.concurrency), tenants.length);
+  await Promise.all(Array.from({ length: lanes }, lane));
   return results;
 }
 
 /** 0 clean or nothing to do; 1 held, rejected or row errors; 3 unreachable or failed. */
-export function exitCodeFor(results: TenantRunResult[]): number {
-  if (results.some((r) => r.status === 'failed' || r.status === 'busy' || r.status === 'interrupted')) return ExitCode.failed;
-  if (results.some((r) => r.status === 'errors')) return ExitCode.problems;
+export function exitCodeFor(statuses: string[]): number {
+  if (statuses.some((s) => s === 'failed' || s === 'busy' || s === 'interrupted')) return ExitCode.failed;
+  if (statuses.some((s) => s === 'errors')) return ExitCode.problems;
   return ExitCode.ok;
 }

@@ -1,17 +1,19 @@
-// What is waiting in a tenant's upload folder: ready epochs, epochs still being uploaded,
-// loose files to promote into epochs, and keep-in-place files.
+// What is waiting in a tenant's upload folder (ready epochs, epochs still being uploaded, loose
+// files, links), the names we give epochs, and turning a settled loose file into an epoch.
 import path from 'node:path/posix';
 import type { TenantConfig } from '../config.js';
-import type { Db } from '../db/database.js';
 import type { Logger } from '../log.js';
 import { type RemoteEntry, type SftpSession } from '../sftp/client.js';
-import { forgetObservation, hasSettled } from './leases.js';
+import type { Store } from '../store/types.js';
+import { printable } from '../text.js';
 
 export const EPOCH_RE = /^\d{8}-\d{6}$/;
 export const COMPLETE = 'COMPLETE';
 export const PROCESSING_DIR = '.processing';
 export const HELD_DIR = '.held';
-const PROMOTING_PREFIX = '.promoting-';
+export const PROMOTING_PREFIX = '.promoting-';
+/** Written into a claimed epoch: who holds it and until when (read by workers that share no database with us). */
+export const CLAIM_FILE = '.provisioner-claim.json';
 
 /** `YYYYMMDD-HHMMSS` in UTC. */
 export function epochName(at: Date): string {
@@ -25,17 +27,24 @@ export interface UploadScan {
   incomplete: { epoch: string; mtime: number }[];
   /** Plain files directly in the upload folder. */
   loose: RemoteEntry[];
+  /** Symbolic links and other entries that are not plain files or folders. */
+  links: RemoteEntry[];
+  /** Our own folders present: .processing, .held, .promoting-<epoch>. */
+  ours: string[];
 }
 
 export async function scanUpload(session: SftpSession, upload: string): Promise<UploadScan> {
   const entries = await session.list(upload);
-  const scan: UploadScan = { ready: [], incomplete: [], loose: [] };
+  const scan: UploadScan = { ready: [], incomplete: [], loose: [], links: [], ours: [] };
   for (const e of entries) {
     if (e.type === 'file') scan.loose.push(e);
-    if (e.type !== 'dir' || !EPOCH_RE.test(e.name)) continue;
-    const inside = await session.list(path.join(upload, e.name));
-    if (inside.some((f) => f.name === COMPLETE && f.type === 'file')) scan.ready.push(e.name);
-    else scan.incomplete.push({ epoch: e.name, mtime: Math.max(e.mtime, ...inside.map((f) => f.mtime)) });
+    else if (e.type === 'link' || e.type === 'other') scan.links.push(e);
+    else if (e.name === PROCESSING_DIR || e.name === HELD_DIR || e.name.startsWith(PROMOTING_PREFIX)) scan.ours.push(e.name);
+    else if (EPOCH_RE.test(e.name)) {
+      const inside = await session.list(path.join(upload, e.name));
+      if (inside.some((f) => f.name === COMPLETE && f.type === 'file')) scan.ready.push(e.name);
+      else scan.incomplete.push({ epoch: e.name, mtime: Math.max(e.mtime, ...inside.map((f) => f.mtime)) });
+    }
   }
   scan.ready.sort();
   return scan;
@@ -54,53 +63,34 @@ export function promotedName(tenant: TenantConfig, name: string): string {
 }
 
 /**
- * Moves settled loose files into new epochs: `users_auto.csv` -> `<epoch>/users.csv` +
+ * Moves a settled loose file into a new epoch: `users_auto.csv` -> `<epoch>/users.csv` +
  * `COMPLETE`. The epoch is assembled under a dot-name and renamed into place last, so a crash
  * halfway never leaves a half-made epoch that looks ready (or one that looks abandoned).
  */
-export async function promoteLooseFiles(
-  session: SftpSession,
-  db: Db,
-  tenant: TenantConfig,
-  loose: RemoteEntry[],
-  log: Logger,
-): Promise<{ promoted: string[]; settling: string[] }> {
+export async function promote(session: SftpSession, store: Store, tenant: TenantConfig, file: RemoteEntry, log: Logger): Promise<string> {
   const upload = tenant.paths.upload;
-  const promoted: string[] = [];
-  const settling: string[] = [];
-  await finishInterruptedPromotions(session, upload, log);
-  for (const f of loose) {
-    if (!isPromotable(tenant, f.name)) continue;
-    const remote = path.join(upload, f.name);
-    if (!hasSettled(db, tenant.id, remote, f.size, f.mtime, tenant.settleSeconds)) {
-      settling.push(f.name);
-      continue;
-    }
-    const target = promotedName(tenant, f.name);
-    const epoch = await freeEpochName(session, db, tenant);
-    const staging = path.join(upload, PROMOTING_PREFIX + epoch);
-    await session.mkdirp(staging);
-    await session.rename(remote, path.join(staging, target));
-    await session.write(path.join(staging, COMPLETE), '');
-    await session.rename(staging, path.join(upload, epoch));
-    forgetObservation(db, tenant.id, remote);
-    log.info({ file: f.name, epoch }, `moved ${f.name} into new epoch ${epoch}/${target}`);
-    promoted.push(epoch);
-  }
-  return { promoted, settling };
+  const target = promotedName(tenant, file.name);
+  const epoch = await freeEpochName(session, store, tenant);
+  const staging = path.join(upload, PROMOTING_PREFIX + epoch);
+  await session.mkdirp(staging);
+  await session.rename(path.join(upload, file.name), path.join(staging, target));
+  await session.write(path.join(staging, COMPLETE), '');
+  await session.rename(staging, path.join(upload, epoch));
+  await store.uploads.forget(tenant.id, path.join(upload, file.name));
+  log.info({ file: file.name, epoch }, `moved ${printable(file.name)} into new epoch ${epoch}/${printable(target)}`);
+  return epoch;
 }
 
 /**
  * A new epoch name for the current time, moved on past any second already used by this tenant:
- * a folder in upload or bak, or an import record. Reusing one would make a new upload look like
- * one that was applied before.
+ * a folder in upload or bak, or a recorded import or outcome. Reusing one would make a new
+ * upload look like one that was applied before.
  */
-export async function freeEpochName(session: SftpSession, db: Db, tenant: TenantConfig): Promise<string> {
-  const recorded = db.prepare('SELECT 1 FROM imports WHERE tenant = ? AND epoch = ? LIMIT 1');
+export async function freeEpochName(session: SftpSession, store: Store, tenant: TenantConfig): Promise<string> {
   const { upload, bak } = tenant.paths;
   for (let t = Date.now(); ; t += 1000) {
     const name = epochName(new Date(t));
-    if (recorded.get(tenant.id, name)) continue;
+    if (await store.uploads.epochUsed(tenant.id, name)) continue;
     const folders = [path.join(upload, name), path.join(upload, PROMOTING_PREFIX + name), path.join(bak, name)];
     let taken = false;
     for (const folder of folders) if (!taken) taken = (await session.exists(folder)) !== false;
@@ -108,14 +98,21 @@ export async function freeEpochName(session: SftpSession, db: Db, tenant: Tenant
   }
 }
 
-async function finishInterruptedPromotions(session: SftpSession, upload: string, log: Logger): Promise<void> {
-  for (const e of await session.list(upload)) {
-    if (e.type !== 'dir' || !e.name.startsWith(PROMOTING_PREFIX)) continue;
-    const epoch = e.name.slice(PROMOTING_PREFIX.length);
-    if (!EPOCH_RE.test(epoch)) continue;
-    const dir = path.join(upload, e.name);
+/** Promotions an earlier run left halfway are finished; empty leftovers removed. */
+export async function finishInterruptedPromotions(session: SftpSession, upload: string, names: string[], log: Logger): Promise<void> {
+  for (const name of names) {
+    if (!name.startsWith(PROMOTING_PREFIX)) continue;
+    const epoch = name.slice(PROMOTING_PREFIX.length);
+    const dir = path.join(upload, name);
     const inside = await session.list(dir);
-    if (!inside.some((f) => f.name.toLowerCase().endsWith('.csv'))) continue;
+    if (!EPOCH_RE.test(epoch) || !inside.some((f) => f.name.toLowerCase().endsWith('.csv'))) {
+      if (inside.filter((f) => f.name !== COMPLETE).length === 0) {
+        if (inside.length) await session.remove(path.join(dir, COMPLETE));
+        await session.rmdir(dir);
+        log.info({ folder: name }, `removed the empty folder ${printable(name)} an earlier run left`);
+      }
+      continue;
+    }
     if (!inside.some((f) => f.name === COMPLETE)) await session.write(path.join(dir, COMPLETE), '');
     await session.rename(dir, path.join(upload, epoch));
     log.warn({ epoch }, `finished the promotion of epoch ${epoch} that an earlier run left halfway`);

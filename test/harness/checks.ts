@@ -72,6 +72,7 @@ export type DbUser = {
 };
 
 export function dbUsers(world: World, tenant: string): DbUser[] {
+  if (!fs.existsSync(world.dbPath)) return []; // nothing ever opened it: nothing was applied
   return world.query<DbUser>('SELECT * FROM users WHERE tenant = ? ORDER BY external_id', tenant);
 }
 

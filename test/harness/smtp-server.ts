@@ -14,7 +14,8 @@ export interface TestSmtpServer {
   port: number;
   url: string;
   messages: ReceivedMessage[];
-  rejectNext(n: number): void;
+  /** Answers the next n messages with `code` (451: try later; 550: refused for good). */
+  rejectNext(n: number, code?: number): void;
   stop(): Promise<void>;
 }
 
@@ -22,6 +23,7 @@ export interface TestSmtpServer {
 export async function startTestSmtpServer(opts: { port?: number } = {}): Promise<TestSmtpServer> {
   const messages: ReceivedMessage[] = [];
   let reject = 0;
+  let rejectCode = 451;
   const server = new SMTPServer({
     authOptional: true,
     disabledCommands: ['STARTTLS'],
@@ -34,7 +36,7 @@ export async function startTestSmtpServer(opts: { port?: number } = {}): Promise
       stream.on('end', () => {
         if (reject > 0) {
           reject--;
-          return callback(Object.assign(new Error('Try again later (test server)'), { responseCode: 451 }));
+          return callback(Object.assign(new Error(rejectCode >= 500 ? 'Mailbox unavailable (test server)' : 'Try again later (test server)'), { responseCode: rejectCode }));
         }
         const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         messages.push({ from, to: session.envelope.rcptTo.map((r) => r.address), raw: Buffer.concat(chunks) });
@@ -51,8 +53,9 @@ export async function startTestSmtpServer(opts: { port?: number } = {}): Promise
     port,
     url: `smtp://127.0.0.1:${port}`,
     messages,
-    rejectNext(n: number) {
+    rejectNext(n: number, code = 451) {
       reject = n;
+      rejectCode = code;
     },
     stop: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

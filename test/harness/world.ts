@@ -118,10 +118,15 @@ export class World {
 
   /** Runs the CLI with this world's config; resolves with its exit code and output. */
   cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+    return this.cliWithEnv(args, { ...process.env, ...env });
+  }
+
+  /** The CLI with exactly this environment. */
+  cliWithEnv(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [CLI, '--config', this.configPath, ...args], {
         cwd: this.dir,
-        env: { ...process.env, ...env },
+        env,
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stdout = '';

@@ -218,4 +218,90 @@ export const migrations: Migration[] = [
         WHERE status IN ('applied', 'applied with errors');
     `,
   },
+  {
+    version: 4,
+    name: 'outbox, set-aside uploads, password digests, cluster ticks, audit',
+    sql: `
+      -- Set-based applies: a keyed digest tells an unchanged password without scrypt, and a
+      -- create is recorded once per import (created_import_id + imports.created_fields) rather
+      -- than once per user. The (tenant, kind, active) index cost a fifth of a bulk load; the
+      -- primary key's tenant prefix serves the same scans.
+      ALTER TABLE users ADD COLUMN password_digest TEXT;
+      ALTER TABLE users ADD COLUMN created_import_id INTEGER;
+      DROP INDEX users_tenant_kind_active;
+
+      ALTER TABLE imports ADD COLUMN header TEXT;          -- JSON array: the header cells as uploaded
+      ALTER TABLE imports ADD COLUMN created_fields TEXT;  -- JSON array: fields the created users got
+      ALTER TABLE imports ADD COLUMN held_import_id INTEGER; -- release/discard/superseded: the held import
+      ALTER TABLE imports ADD COLUMN reverts_import_id INTEGER; -- an undo: the import it undid
+      CREATE INDEX imports_run ON imports (run_id);
+      CREATE INDEX imports_epoch ON imports (tenant, epoch);
+
+      -- Undo restores a user's previous password hash (never a password): kept apart from
+      -- old_values, which the history shows.
+      ALTER TABLE user_changes ADD COLUMN old_password_hash TEXT;
+      ALTER TABLE user_changes ADD COLUMN old_password_digest TEXT;
+      CREATE INDEX user_changes_import ON user_changes (import_id);
+
+      -- errors.csv is rebuilt from here (a crash may lose the local copy).
+      ALTER TABLE import_errors ADD COLUMN raw TEXT;       -- JSON array: the row's cells, secrets blanked
+
+      -- The outbox: what to tell a district, stored in the transaction that decides it; the mail
+      -- is rendered and queued from it afterwards. An epoch's outcome is stored before its upload
+      -- is moved (filed = 0) and confirmed once the upload is where the report will say it is.
+      CREATE TABLE outcomes (
+        id          INTEGER PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        kind        TEXT NOT NULL,      -- epoch | released | discarded | stale | overdue
+        dedupe_key  TEXT NOT NULL UNIQUE,
+        epoch       TEXT,
+        payload     TEXT NOT NULL,      -- JSON
+        filed       INTEGER NOT NULL DEFAULT 1,
+        created_at  TEXT NOT NULL,
+        reported_at TEXT
+      );
+      CREATE INDEX outcomes_unreported ON outcomes (tenant, id) WHERE reported_at IS NULL;
+      CREATE INDEX outcomes_epoch ON outcomes (tenant, epoch);
+
+      -- What the worker will not take again (a failed epoch it could not move, a symlink, a name it
+      -- cannot handle) until its signature (size, mtime, listing) changes.
+      CREATE TABLE set_aside (
+        tenant    TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        reason    TEXT NOT NULL,
+        at        TEXT NOT NULL,
+        PRIMARY KEY (tenant, path)
+      );
+
+      -- One row per scheduled tick that ran: with several daemons, exactly one runs each tick.
+      CREATE TABLE schedule_ticks (
+        tenant     TEXT NOT NULL,
+        due_at     TEXT NOT NULL,
+        owner      TEXT NOT NULL,
+        claimed_at TEXT NOT NULL,
+        PRIMARY KEY (tenant, due_at)
+      );
+
+      -- Who did what by hand (release, discard, revert, run now, resend), and what came of it.
+      CREATE TABLE audit (
+        id     INTEGER PRIMARY KEY,
+        at     TEXT NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        tenant TEXT,
+        target TEXT,
+        result TEXT NOT NULL,
+        detail TEXT
+      );
+      CREATE INDEX audit_tenant ON audit (tenant, id);
+
+      -- Loose files a run saw but did not take yet, and when it will (JSON), for status and trigger.
+      ALTER TABLE runs ADD COLUMN settling TEXT;
+
+      ALTER TABLE daemons ADD COLUMN host TEXT;
+      ALTER TABLE daemons ADD COLUMN pid INTEGER;
+      ALTER TABLE daemons ADD COLUMN running TEXT NOT NULL DEFAULT '[]';
+    `,
+  },
 ];

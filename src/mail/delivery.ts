@@ -5,13 +5,13 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
-import type { Config } from '../config.js';
-import type { Db } from '../db/database.js';
-import type { MailRow, QueuedAttachment } from './queue.js';
+import { expandSecret, type Config } from '../config.js';
+import type { MailRow, Store } from '../store/types.js';
 
 export interface DeliveryLog {
   info(o: object, msg?: string): void;
   warn(o: object, msg?: string): void;
+  error(o: object, msg?: string): void;
 }
 
 export interface DeliveryResult {
@@ -36,52 +36,50 @@ interface Sender {
   close(): void;
 }
 
+/** A server that refuses a message outright (5xx) is given this many tries before the message fails. */
+export const PERMANENT_TRIES = 3;
+/** Temporary failures (4xx, the server down) are retried with back-off this many times (about a day). */
+export const MAX_TRIES = 30;
+
 export async function deliverQueuedMail(
-  db: Db,
+  store: Store,
   config: Config,
   opts: { tenant?: string; now?: Date; log?: DeliveryLog } = {},
 ): Promise<DeliveryResult> {
   const now = opts.now ?? new Date();
-  const nowIso = now.toISOString();
   const log = opts.log;
-  const byTenant = opts.tenant === undefined ? '' : ' AND tenant = @tenant';
-  const params = { now: nowIso, tenant: opts.tenant };
-  const due = db
-    .prepare(`SELECT id FROM mail_queue WHERE status = 'queued' AND next_attempt_at <= @now${byTenant} ORDER BY next_attempt_at, id`)
-    .pluck()
-    .all(params) as number[];
-
+  const due = await store.mail.due(now, opts.tenant);
   let sent = 0;
   let failed = 0;
   if (due.length > 0) {
     const sender = openSender(config);
-    // Another process (the daemon and a `run --now`) may deliver the same queue: whoever
-    // moves next_attempt_at first owns the message, for a lease long enough for any send.
-    const leaseUntil = new Date(now.getTime() + Math.max(600, 4 * config.mail.timeoutSeconds) * 1000).toISOString();
-    const claim = db.prepare(
-      `UPDATE mail_queue SET attempts = attempts + 1, next_attempt_at = ? WHERE id = ? AND status = 'queued' AND next_attempt_at <= ?`,
-    );
-    const load = db.prepare('SELECT * FROM mail_queue WHERE id = ?');
-    const markSent = db.prepare(`UPDATE mail_queue SET status = 'sent', sent_at = ?, message_id = ?, last_error = ? WHERE id = ?`);
-    const markFailed = db.prepare('UPDATE mail_queue SET last_error = ?, next_attempt_at = ? WHERE id = ?');
+    // Another process (a daemon elsewhere, a `run --now`) may deliver the same queue: whoever
+    // claims a message first owns it, for a lease long enough for any send.
+    const leaseUntil = new Date(now.getTime() + Math.max(600, 4 * config.mail.timeoutSeconds) * 1000);
     try {
       for (const id of due) {
-        if (claim.run(leaseUntil, id, nowIso).changes === 0) continue;
-        const row = load.get(id) as MailRow; // one at a time: attachments can be large
-        const about = { mailId: row.id, tenant: row.tenant, key: row.dedupe_key, attempt: row.attempts };
+        const row = await store.mail.claim(id, now, leaseUntil); // one at a time: attachments can be large
+        if (!row) continue;
+        const about = { mailId: row.id, tenant: row.tenant, key: row.dedupeKey, attempt: row.attempts };
         try {
           const info = await sender.send(row);
           const partial = info.rejected.length ? `not accepted for ${info.rejected.join(', ')}` : null;
-          markSent.run(new Date().toISOString(), info.messageId, partial, row.id);
+          await store.mail.markSent(row.id, info.messageId, partial);
           sent++;
-          log?.info({ ...about, to: JSON.parse(row.mail_to), messageId: info.messageId }, 'mail sent');
+          log?.info({ ...about, to: row.to, messageId: info.messageId }, 'mail sent');
           if (partial) log?.warn({ ...about, rejected: info.rejected }, 'some recipients were refused');
         } catch (err) {
-          const retryAt = new Date(now.getTime() + backoffFromMs((config.mail.retrySeconds ?? 30) * 1000, row.attempts)).toISOString();
           const error = describe(err);
-          markFailed.run(error, retryAt, row.id);
           failed++;
-          log?.warn({ ...about, error, retryAt }, 'mail not sent; will retry');
+          const permanent = isPermanent(err);
+          if ((permanent && row.attempts >= PERMANENT_TRIES) || row.attempts >= MAX_TRIES) {
+            await store.mail.markFailed(row.id, error);
+            log?.error({ ...about, error }, `mail not sent after ${row.attempts} tries; given up (${permanent ? 'the server refuses it' : 'the server kept failing'}); status shows it as failed`);
+          } else {
+            const retryAt = new Date(now.getTime() + backoffFromMs((config.mail.retrySeconds ?? 30) * 1000, row.attempts));
+            await store.mail.markRetry(row.id, error, retryAt);
+            log?.warn({ ...about, error, retryAt: retryAt.toISOString() }, 'mail not sent; will retry');
+          }
           // The server is down or unreachable: the rest would only wait for the same timeout.
           // They stay due untouched and go out on the next pass.
           if (isConnectionError(err)) break;
@@ -91,41 +89,13 @@ export async function deliverQueuedMail(
       sender.close();
     }
   }
-  const pending = db
-    .prepare(`SELECT count(*) FROM mail_queue WHERE status = 'queued'${byTenant}`)
-    .pluck()
-    .get(params) as number;
+  const pending = (await store.mail.summary(opts.tenant)).queued;
   return { sent, failed, pending };
 }
 
-export interface MailQueueSummary {
-  queued: number;
-  sent: number;
-  oldestQueuedAt: string | null;
-  lastError: string | null;
-}
-
-export function mailQueueSummary(db: Db, tenant?: string): MailQueueSummary {
-  const where = tenant === undefined ? '' : 'WHERE tenant = @tenant';
-  const and = tenant === undefined ? '' : 'AND tenant = @tenant';
-  const row = db
-    .prepare(
-      `SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-              count(*) FILTER (WHERE status = 'sent') AS sent,
-              min(created_at) FILTER (WHERE status = 'queued') AS oldestQueuedAt
-       FROM mail_queue ${where}`,
-    )
-    .get({ tenant }) as { queued: number; sent: number; oldestQueuedAt: string | null };
-  // The error of the most recently failed message that is still waiting.
-  const lastError = db
-    .prepare(`SELECT last_error FROM mail_queue WHERE status = 'queued' AND last_error IS NOT NULL ${and} ORDER BY next_attempt_at DESC, id DESC LIMIT 1`)
-    .pluck()
-    .get({ tenant }) as string | undefined;
-  return { ...row, lastError: lastError ?? null };
-}
-
 function openSender(config: Config): Sender {
-  const { smtp, timeoutSeconds, outbox } = config.mail;
+  const { timeoutSeconds, outbox } = config.mail;
+  const smtp = config.mail.smtp ? expandSecret(config.mail.smtp, 'mail.smtp') : undefined;
   if (smtp) {
     const ms = timeoutSeconds * 1000;
     const transport = nodemailer.createTransport({ url: smtp, connectionTimeout: ms, greetingTimeout: ms, socketTimeout: ms });
@@ -154,7 +124,7 @@ function openSender(config: Config): Sender {
 }
 
 function message(row: MailRow, config: Config) {
-  const attachments = (JSON.parse(row.attachments) as QueuedAttachment[]).map((a) => ({
+  const attachments = row.attachments.map((a) => ({
     filename: a.filename,
     contentType: a.contentType,
     content: Buffer.from(a.content, 'base64'),
@@ -162,22 +132,22 @@ function message(row: MailRow, config: Config) {
     contentTransferEncoding: 'base64',
   }));
   return {
-    from: row.mail_from,
-    to: JSON.parse(row.mail_to) as string[],
-    replyTo: row.reply_to ?? undefined,
+    from: row.from,
+    to: row.to,
+    replyTo: row.replyTo ?? undefined,
     subject: row.subject,
     text: row.text,
     html: row.html,
     attachments,
     // The same Message-ID on every attempt: if a crash comes between the server's "accepted"
     // and our "sent", the second copy can be recognised as a duplicate by mail clients.
-    messageId: `<${row.dedupe_key.replace(/[^A-Za-z0-9.-]+/g, '.')}.${row.id}.${Date.parse(row.created_at)}@${senderDomain(config.mail.from)}>`,
+    messageId: `<${row.dedupeKey.replace(/[^A-Za-z0-9.-]+/g, '.')}.${row.id}.${Date.parse(row.createdAt)}@${senderDomain(config.mail.from)}>`,
   };
 }
 
 /** `20240101-020000-lincoln-usd-17.eml` (created_at, tenant, id). */
-export function emlName(row: Pick<MailRow, 'created_at' | 'tenant' | 'id'>): string {
-  const at = row.created_at.replace(/\D/g, '').slice(0, 14);
+export function emlName(row: Pick<MailRow, 'createdAt' | 'tenant' | 'id'>): string {
+  const at = row.createdAt.replace(/\D/g, '').slice(0, 14);
   return `${at.slice(0, 8)}-${at.slice(8)}-${row.tenant.replace(/[^a-z0-9-]/gi, '_')}-${row.id}.eml`;
 }
 
@@ -191,6 +161,12 @@ function describe(err: unknown): string {
   const text = e?.message ?? String(err);
   const code = e?.code ? `${e.code}: ` : '';
   return `${code}${text}`.slice(0, 1000);
+}
+
+/** A 5xx answer: the server will not take this message however often we try. */
+function isPermanent(err: unknown): boolean {
+  const code = (err as { responseCode?: number } | null)?.responseCode;
+  return typeof code === 'number' && code >= 500 && code < 600;
 }
 
 /** The server is unreachable or refuses us as a client: every other message would fail too. */

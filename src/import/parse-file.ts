@@ -1,0 +1,121 @@
+// Reading one local CSV file the way an import needs it: the header decides whether the file can
+// be read at all; then every row is checked and turned into a staged row (or a row error), and
+// handed on in batches. A second mode reads the file again for a few lines only (the cells of a
+// duplicate row for errors.csv, the passwords to hash), so that no password is ever stored, not
+// even in a staging table. Runs on a parse thread (parse-thread.ts) for large files, inline for
+// small ones: the same code either way.
+import type { ImportOptions } from '../config.js';
+import type { PresentFields, StageBatch } from '../store/types.js';
+import { CsvUnreadable, readCsv } from './csv-reader.js';
+import { mapHeaders } from './headers.js';
+import type { KindRegistry } from './kinds.js';
+import { RowChecker } from './rows.js';
+
+export interface ParseRequest {
+  file: string;
+  kind: string;
+  tenant: string;
+  options: ImportOptions;
+  encoding: string;
+  maxRecordBytes: number;
+  /** base64; null: no digests (every password is compared by scrypt). */
+  digestKey: string | null;
+  /** 'stage': check every row; 'collect': only the rows at `lines` (ascending). */
+  mode: 'stage' | 'collect';
+  lines?: number[];
+}
+
+export interface CollectedRow {
+  line: number;
+  /** The row's cells for errors.csv (secrets blanked). */
+  raw: string[];
+  /** The password as it will be hashed (formatted), or null. */
+  password: string | null;
+}
+
+export type ParseEvent =
+  | { type: 'header'; original: string[]; present: PresentFields }
+  | { type: 'batch'; batch: StageBatch; rowsSoFar: number }
+  | { type: 'collected'; rows: CollectedRow[] };
+
+export interface ParseSummary {
+  /** A file-level problem: nothing of the file can be applied. */
+  rejected: string | null;
+  header: string[] | null;
+  rows: number;
+  sha1: string;
+  bytes: number;
+}
+
+/** Rows per batch: enough to amortise a message and a transaction, small enough to bound memory. */
+const ROWS_PER_BATCH = 5000;
+
+export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e: ParseEvent) => void | Promise<void>): Promise<ParseSummary> {
+  const kind = kinds.get(req.kind, { sso: req.options.sso });
+  const digestKey = req.digestKey === null ? null : Buffer.from(req.digestKey, 'base64');
+  let checker: RowChecker | undefined;
+  let header: string[] | null = null;
+  let rejected: string | null = null;
+  let rows = 0;
+  let pending: StageBatch = { rows: [], failed: [] };
+  let collected: CollectedRow[] = [];
+  const wanted = req.lines ?? [];
+  let next = 0; // index into wanted (collect mode)
+
+  const flush = async () => {
+    if (req.mode === 'stage' && (pending.rows.length || pending.failed.length)) {
+      const batch = pending;
+      pending = { rows: [], failed: [] };
+      await emit({ type: 'batch', batch, rowsSoFar: rows });
+    }
+    if (req.mode === 'collect' && collected.length) {
+      const out = collected;
+      collected = [];
+      await emit({ type: 'collected', rows: out });
+    }
+  };
+
+  let summary;
+  try {
+    summary = await readCsv(
+      req.file,
+      async (records) => {
+        for (const record of records) {
+          if (rejected) return;
+          if (!checker) {
+            const mapped = mapHeaders(record.values, kind, req.options.strictHeaders);
+            if (!mapped.ok) {
+              rejected = mapped.problem;
+              return;
+            }
+            header = mapped.map.original;
+            checker = new RowChecker(kind, mapped.map, req.options, req.tenant, digestKey);
+            if (req.mode === 'stage') await emit({ type: 'header', original: header, present: checker.present });
+            continue;
+          }
+          rows++;
+          if (req.mode === 'collect') {
+            while (next < wanted.length && wanted[next] < record.line) next++;
+            if (next >= wanted.length || wanted[next] !== record.line) continue;
+            const result = checker.check(record.line, record.values);
+            collected.push({ line: record.line, raw: result.ok ? checker.cellsForReport(record.values) : result.raw, password: result.password });
+            if (collected.length >= 500) await flush();
+            continue;
+          }
+          const result = checker.check(record.line, record.values);
+          if (result.ok) pending.rows.push(...result.row);
+          else pending.failed.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
+          if (pending.rows.length + pending.failed.length * 12 >= ROWS_PER_BATCH * 12) await flush();
+        }
+      },
+      { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes },
+    );
+  } catch (err) {
+    if (!(err instanceof CsvUnreadable)) throw err;
+    return { rejected: err.message, header, rows, sha1: '', bytes: 0 };
+  }
+  await flush();
+  if (!rejected && !checker) rejected = 'the file is empty; it needs a header row and at least one row of data';
+  else if (!rejected && rows === 0) rejected = 'the file has a header row but no data rows; nothing was changed';
+  return { rejected, header, rows, sha1: summary.sha1, bytes: summary.bytes };
+}

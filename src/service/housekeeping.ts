@@ -1,0 +1,56 @@
+// What every start of a run or a daemon does first, and what each does after: clean up after a
+// killed process (its local folder, its runs still marked running), report outcomes a crash
+// left unreported, and deliver the mail queue.
+import type { Config } from '../config.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { deliverQueuedMail } from '../mail/delivery.js';
+import type { Store } from '../store/types.js';
+import { ownerIsGone } from '../worker/identity.js';
+import { reportOutcomes } from '../worker/reporting.js';
+import { sweepWorkDir } from '../worker/workdir.js';
+
+interface Deps {
+  store: Store;
+  config: Config;
+  log: Logger;
+}
+
+export async function recoverLeftovers(app: Deps): Promise<void> {
+  const removed = sweepWorkDir(app.config.workDir);
+  if (removed.length) app.log.info({ folders: removed }, `removed ${removed.length} work folder(s) left by processes that stopped`);
+  await markInterruptedRuns(app);
+  await reportOutcomes(app).catch((err) => app.log.warn({ err: errorMessage(err) }, `could not queue the reports left from before: ${errorMessage(err)}`));
+}
+
+/**
+ * Runs still marked running whose process is gone: on this machine by their pid, elsewhere by
+ * their tenant lease (a live run renews it every third of leaseSeconds).
+ */
+export async function markInterruptedRuns(app: Deps): Promise<number> {
+  const { store } = app;
+  const running = await store.runs.running();
+  if (running.length === 0) return 0;
+  const now = (await store.now()).getTime();
+  const dead: number[] = [];
+  for (const r of running) {
+    if (ownerIsGone(r.owner)) {
+      dead.push(r.id);
+      continue;
+    }
+    const old = Date.parse(r.startedAt) < now - app.config.leaseSeconds * 1000;
+    if (old && !(await store.leases.tenantsHeldBy(r.owner)).includes(r.tenant)) dead.push(r.id);
+  }
+  await store.runs.markInterrupted(dead, 'the worker stopped before the run finished');
+  if (dead.length) app.log.info({ runs: dead }, `${dead.length} run(s) of workers that stopped are marked interrupted`);
+  return dead.length;
+}
+
+export async function deliverMail(app: Deps, tenant?: string): Promise<void> {
+  try {
+    const r = await deliverQueuedMail(app.store, app.config, { tenant, log: app.log });
+    if (r.sent || r.failed) app.log.info(r, `mail: ${r.sent} sent, ${r.failed} failed, ${r.pending} still queued`);
+  } catch (err) {
+    app.log.warn({ err: errorMessage(err) }, 'mail delivery failed; the reports stay queued and are retried on the next run');
+  }
+}

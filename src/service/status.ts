@@ -1,0 +1,88 @@
+// What `status` (and the console) knows about each tenant, all from the store and the
+// configuration: status never connects to an SFTP host, so it works from any machine that has
+// the database.
+import type { TenantConfig } from '../config.js';
+import type { DaemonInfo, HeldUpload, ImportCounts, MailQueueSummary, RunSummary, Store } from '../store/types.js';
+import { nextRunOf } from './schedule.js';
+
+export interface ImportSummary extends ImportCounts {
+  id: number;
+  epoch: string;
+  file: string;
+  kind: string | null;
+  status: string;
+  message: string | null;
+  startedAt: string;
+  finishedAt: string;
+}
+
+export interface LiveDaemon extends DaemonInfo {
+  /** Tenants it holds the lease of (running now). */
+  inHand: string[];
+}
+
+export interface TenantStatus {
+  tenant: string;
+  name: string;
+  enabled: boolean;
+  schedule: string;
+  timezone: string;
+  /** ISO time of the next scheduled run (null when disabled). */
+  nextRun: string | null;
+  lastRun: RunSummary | null;
+  imports: ImportSummary[];
+  /** Waiting work known to the store: triggers not yet taken, epochs claimed and not yet filed away. */
+  pending: { triggers: number; claimed: { epoch: string; owner: string; expiresAt: string }[] };
+  /** Loose files the last run saw and did not take yet, with when they will be. */
+  settling: RunSummary['settling'];
+  /** Held full syncs not released, discarded or superseded since. */
+  held: HeldUpload[];
+  /** Uploads without COMPLETE, reported as never completed. */
+  stale: { epoch: string; firstSeen: string }[];
+  /** Uploads that failed and stay set aside until they change, and links that are never followed. */
+  setAside: { path: string; reason: string; at: string }[];
+  queuedMail: MailQueueSummary;
+  daemon: { running: boolean; owner: string | null; host: string | null; since: string | null; heartbeatAt: string | null };
+}
+
+/** A daemon is live while its heartbeat is fresh (every few seconds; a minute of silence is death). */
+export const HEARTBEAT_STALE_MS = 60_000;
+
+export async function liveDaemons(store: Store): Promise<LiveDaemon[]> {
+  const all = await store.daemons.list();
+  const live = all.filter((d) => d.heartbeatAgeMs < HEARTBEAT_STALE_MS);
+  return Promise.all(live.map(async (d) => ({ ...d, inHand: await store.leases.tenantsHeldBy(d.owner) })));
+}
+
+export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: LiveDaemon[], recent = 20): Promise<TenantStatus> {
+  const daemon = daemons.find((d) => d.tenants.includes(tenant.id));
+  const [lastRun, imports, triggers, claims, held, stale, setAside, queuedMail] = await Promise.all([
+    store.runs.last(tenant.id),
+    store.imports.recent(tenant.id, recent),
+    store.triggers.pending(tenant.id),
+    store.leases.claims(tenant.id),
+    store.imports.held(tenant.id),
+    store.uploads.stale(tenant.id),
+    store.uploads.setAsideList(tenant.id),
+    store.mail.summary(tenant.id),
+  ]);
+  return {
+    tenant: tenant.id,
+    name: tenant.name,
+    enabled: tenant.enabled,
+    schedule: tenant.schedule,
+    timezone: tenant.timezone,
+    nextRun: nextRunOf(tenant)?.toISOString() ?? null,
+    lastRun,
+    imports: imports.map((r) => ({
+      id: r.id, epoch: r.epoch, file: r.file, kind: r.kind, status: r.status, message: r.message, ...r.counts, startedAt: r.startedAt, finishedAt: r.finishedAt,
+    })),
+    pending: { triggers: triggers.length, claimed: claims.map((c) => ({ epoch: c.epoch, owner: c.owner, expiresAt: c.expiresAt })) },
+    settling: lastRun?.settling ?? [],
+    held,
+    stale,
+    setAside,
+    queuedMail,
+    daemon: { running: !!daemon, owner: daemon?.owner ?? null, host: daemon?.host ?? null, since: daemon?.startedAt ?? null, heartbeatAt: daemon?.heartbeatAt ?? null },
+  };
+}

@@ -1,0 +1,117 @@
+// The SQL that decides, for every staged row whose user exists, what the user becomes under the
+// tenant's options, whether anything changed, and how to record it. One statement over the
+// whole file (set-based), so a nightly re-sync of a million unchanged users is one join that
+// writes nothing, rather than a million comparisons in JavaScript.
+//
+// Named parameters: @tenant @kind @now @suffix (`_<year>`) and the 0/1 flags @has_* (the file
+// carries that column), @overwrite_email, @overwrite_password, @archive.
+
+/** `x` without a trailing `_<4 digits>` (the suffix archiving adds). */
+const stripYear = (x: string) => `CASE WHEN ${x} GLOB '*_[0-9][0-9][0-9][0-9]' THEN substr(${x}, 1, length(${x}) - 5) ELSE ${x} END`;
+
+/** Tracked fields in history order: [users column, name in user_changes.fields, secret]. */
+export const TRACKED: [string, string, boolean][] = [
+  ['kind', 'kind', false],
+  ['email', 'email', false],
+  ['username', 'username', false],
+  ['first_name', 'first_name', false],
+  ['last_name', 'last_name', false],
+  ['role', 'role', false],
+  ['site_id', 'site_id', false],
+  ['site_label', 'site_label', false],
+  ['password_hash', 'password', true],
+  ['active', 'active', false],
+  ['archived_at', 'archived_at', false],
+  ['attributes', 'attributes', false],
+];
+
+const PLAIN: [string, string][] = [
+  ['first_name', 'has_first_name'],
+  ['last_name', 'has_last_name'],
+  ['role', 'has_role'],
+  ['site_id', 'has_site_id'],
+  ['site_label', 'has_site_label'],
+];
+
+/**
+ * SELECT of the staged rows whose user exists and would change: key, line, n_* (new values),
+ * o_* (stored values), action, fields (JSON array), old_values (JSON object, secrets left out).
+ * `preview`: passwords are compared by digest (nothing is hashed in a dry run).
+ */
+export function changedRowsSql(rows: string, preview: boolean): string {
+  const newPassword = preview
+    ? `CASE WHEN s.pw_digest IS NOT NULL AND (u.password_hash IS NULL OR @overwrite_password) AND s.pw_digest IS NOT u.password_digest THEN '(new)' ELSE u.password_hash END`
+    : `coalesce(s.pw_hash, u.password_hash)`;
+  const differs = TRACKED.map(([col]) => `n_${col} IS NOT o_${col}`).join(' OR ');
+  const fields = TRACKED.map(([col, name]) => `CASE WHEN n_${col} IS NOT o_${col} THEN '"${name}",' ELSE '' END`).join(' || ');
+  const old = TRACKED.filter(([, , secret]) => !secret)
+    .map(([col]) => `CASE WHEN n_${col} IS NOT o_${col} THEN '$.${col}' ELSE '$.__' END, o_${col}`)
+    .join(', ');
+  return `
+    WITH b AS (
+      SELECT s.key, s.line, s.active AS n_active, s.pw_hash, s.pw_same, s.pw_digest, s.attrs AS s_attrs,
+             s.email AS s_email, s.username AS s_username,
+             ${PLAIN.map(([c, flag]) => `CASE WHEN @${flag} THEN s.${c} ELSE u.${c} END AS n_${c}`).join(',\n             ')},
+             u.kind AS o_kind, u.email AS o_email, u.username AS o_username, u.first_name AS o_first_name, u.last_name AS o_last_name,
+             u.role AS o_role, u.site_id AS o_site_id, u.site_label AS o_site_label, u.password_hash AS o_password_hash,
+             u.password_digest AS o_password_digest, u.active AS o_active, u.archived_at AS o_archived_at, u.attributes AS o_attributes,
+             ${newPassword} AS n_password_hash,
+             CASE WHEN u.archived_at IS NOT NULL THEN ${stripYear('u.email')} ELSE u.email END AS b_email,
+             CASE WHEN u.archived_at IS NOT NULL THEN ${stripYear('u.username')} ELSE u.username END AS b_username
+        FROM ${rows} s JOIN users u ON u.tenant = @tenant AND u.external_id = s.key
+    ),
+    x AS (
+      SELECT b.*, @kind AS n_kind,
+             CASE WHEN @has_email AND (@overwrite_email OR b_email IS NULL) THEN s_email ELSE b_email END AS x_email,
+             CASE WHEN @has_username THEN s_username ELSE b_username END AS x_username,
+             CASE WHEN s_attrs IS NULL THEN o_attributes ELSE json_patch(o_attributes, s_attrs) END AS n_attributes,
+             (NOT n_active AND @archive) AS archiving
+        FROM b
+    ),
+    d AS (
+      SELECT x.*,
+             CASE WHEN archiving THEN (CASE WHEN o_archived_at IS NOT NULL THEN o_email ELSE x_email || @suffix END) ELSE x_email END AS n_email,
+             CASE WHEN archiving THEN (CASE WHEN o_archived_at IS NOT NULL THEN o_username ELSE x_username || @suffix END) ELSE x_username END AS n_username,
+             CASE WHEN archiving THEN coalesce(o_archived_at, @now) END AS n_archived_at,
+             CASE WHEN pw_hash IS NOT NULL OR pw_same THEN NULLIF(pw_digest, '') ELSE o_password_digest END AS n_password_digest
+        FROM x
+    )
+    SELECT key, line,
+           n_kind, n_email, n_username, n_first_name, n_last_name, n_role, n_site_id, n_site_label, n_password_hash, n_password_digest,
+           n_active, n_archived_at, n_attributes,
+           CASE WHEN n_archived_at IS NOT NULL AND o_archived_at IS NULL THEN 'archive'
+                WHEN NOT n_active AND o_active THEN 'deactivate'
+                WHEN (o_archived_at IS NOT NULL AND n_archived_at IS NULL) OR (NOT o_active AND n_active) THEN 'restore'
+                ELSE 'update' END AS action,
+           '[' || rtrim(${fields}, ',') || ']' AS fields,
+           json_remove(json_set('{}', ${old}), '$.__') AS old_values,
+           CASE WHEN n_password_hash IS NOT o_password_hash THEN o_password_hash END AS old_password_hash,
+           CASE WHEN n_password_hash IS NOT o_password_hash THEN o_password_digest END AS old_password_digest
+      FROM d
+     WHERE ${differs}`;
+}
+
+/** New users straight from the staging table (most of a first import), in key order. */
+export function createUsersSql(rows: string): string {
+  const archived = `(@archive AND NOT s.active)`;
+  return `
+    INSERT INTO users (tenant, external_id, kind, email, username, first_name, last_name, role, site_id, site_label,
+                       password_hash, password_digest, active, archived_at, attributes, created_at, updated_at, updated_by,
+                       last_import_id, created_import_id)
+    SELECT @tenant, s.key, @kind,
+           CASE WHEN ${archived} THEN s.email || @suffix ELSE s.email END,
+           CASE WHEN ${archived} THEN s.username || @suffix ELSE s.username END,
+           s.first_name, s.last_name, s.role, s.site_id, s.site_label,
+           s.pw_hash, CASE WHEN s.pw_hash IS NOT NULL THEN NULLIF(s.pw_digest, '') END, s.active,
+           CASE WHEN ${archived} THEN @now END,
+           CASE WHEN s.attrs IS NULL THEN '{}' ELSE json_patch('{}', s.attrs) END,
+           @now, @now, @actor, @import_id, @import_id
+      FROM ${rows} s
+     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = @tenant AND u.external_id = s.key)`;
+}
+
+/** Users of the tenant and kind, active, that the file does not carry (not even in a failing row). */
+export const missingUsersWhere = (rows: string, failedKeys: string) =>
+  `u.tenant = @tenant AND u.kind = @kind AND u.active = 1
+   AND NOT EXISTS (SELECT 1 FROM ${rows} k WHERE k.key = u.external_id)
+   AND NOT EXISTS (SELECT 1 FROM ${failedKeys} f WHERE f.key = u.external_id)`;

@@ -1,0 +1,134 @@
+// One SQLite connection (better-sqlite3) and the two ways it is used: a read, and a short write
+// transaction (BEGIN IMMEDIATE … COMMIT). Several processes share the file (the daemon, a
+// `run --now`, `trigger`, `status`): when another one holds the write lock we wait for it
+// *asynchronously*, with back-off, saying so, up to a bound — never with SQLite's own busy
+// handler, which would freeze this process's event loop (and every other tenant's SFTP session).
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { StoreBusyError } from '../../errors.js';
+
+export type Statement = Database.Statement;
+
+export interface WaitLog {
+  warn(obj: object, msg: string): void;
+}
+
+export interface ConnectionOptions {
+  /** Give up waiting for another process's write lock after this long (default 10 minutes). */
+  busyWaitMs?: number;
+  log?: WaitLog;
+  readonly?: boolean;
+}
+
+const isBusy = (err: unknown): boolean => {
+  const code = (err as { code?: string } | null)?.code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED';
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class SqliteConnection {
+  readonly db: Database.Database;
+  private readonly statements = new Map<string, Statement>();
+  private readonly busyWaitMs: number;
+  private closed = false;
+
+  constructor(
+    readonly file: string,
+    private readonly opts: ConnectionOptions = {},
+  ) {
+    if (file !== ':memory:' && !opts.readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+    this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+    this.busyWaitMs = opts.busyWaitMs ?? 10 * 60_000;
+    if (!opts.readonly) this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    // Waits are ours (async, above); SQLite's own would block the event loop.
+    this.db.pragma('busy_timeout = 0');
+    this.db.pragma('foreign_keys = ON');
+    // Bounded caches: memory must not grow with a file, and 16 MiB each is where the apply of a
+    // million rows stops getting faster.
+    this.db.pragma('cache_size = -16384');
+    this.db.pragma('temp.cache_size = -16384');
+  }
+
+  /** A prepared statement, prepared once per connection. */
+  stmt(sql: string): Statement {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
+  /** A synchronous read (no write lock), retried while a checkpoint or recovery holds the file. */
+  read<T>(fn: () => T): Promise<T> {
+    return this.retrying('read', () => fn());
+  }
+
+  /**
+   * A write transaction: `fn` runs synchronously between BEGIN IMMEDIATE and COMMIT, so it can
+   * never span an await (no downloading, hashing or rendering inside). Waits for another
+   * process's lock without blocking the event loop.
+   */
+  write<T>(fn: () => T): Promise<T> {
+    return this.retrying('write', () => {
+      this.db.exec('BEGIN IMMEDIATE');
+      try {
+        const result = fn();
+        this.db.exec('COMMIT');
+        return result;
+      } catch (err) {
+        if (this.db.inTransaction) this.db.exec('ROLLBACK');
+        throw err;
+      }
+    });
+  }
+
+  /** Writes to temp tables only (staging): no lock on the shared file is needed. */
+  local<T>(fn: () => T): T {
+    this.db.exec('BEGIN');
+    try {
+      const result = fn();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.statements.clear();
+    this.db.close();
+  }
+
+  private async retrying<T>(what: 'read' | 'write', attempt: () => T): Promise<T> {
+    const started = Date.now();
+    let delay = 2;
+    let nextWarning = 2000;
+    for (;;) {
+      try {
+        return attempt();
+      } catch (err) {
+        if (!isBusy(err)) throw err;
+        const waited = Date.now() - started;
+        if (waited >= this.busyWaitMs) {
+          throw new StoreBusyError(
+            `the database ${this.file} stayed locked by another process for ${Math.round(waited / 1000)} s; ` +
+              `nothing was changed by this ${what}. Try again when the other run has finished (\`provisioner status\` shows what runs).`,
+          );
+        }
+        if (waited >= nextWarning) {
+          this.opts.log?.warn({ waitedMs: waited }, `waiting for the database: another process is writing to ${this.file} (waited ${Math.round(waited / 1000)} s so far)`);
+          nextWarning = waited < 10_000 ? 10_000 : waited + 30_000;
+        }
+        await sleep(delay);
+        delay = Math.min(delay * 2, 100);
+      }
+    }
+  }
+}

@@ -1,0 +1,92 @@
+// The SQLite store: one file on this machine (WAL), for a single worker, the demo and the tests.
+import type { SchemaStore, Store } from '../types.js';
+import { SqliteConnection, type ConnectionOptions } from './connection.js';
+import { SqliteAudit, SqliteDaemons, SqliteLeases, SqliteRuns, SqliteSchedule, SqliteTriggers, SqliteUploads } from './coordination.js';
+import { SqliteDirectory } from './directory.js';
+import { migrations } from './migrations.js';
+import { SqliteImports, SqliteMail, SqliteOutbox } from './records.js';
+
+class SqliteSchema implements SchemaStore {
+  constructor(private readonly c: SqliteConnection) {}
+
+  async version(): Promise<{ current: number; latest: number }> {
+    const latest = Math.max(...migrations.map((m) => m.version));
+    const current = await this.c.read(() => {
+      const table = this.c.db.prepare(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`).get();
+      return table ? ((this.c.db.prepare('SELECT max(version) FROM schema_migrations').pluck().get() as number | null) ?? 0) : 0;
+    });
+    return { current, latest };
+  }
+
+  async migrate(): Promise<void> {
+    const { current, latest } = await this.version();
+    if (current >= latest) return;
+    this.c.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+    for (const m of migrations) {
+      // Each in its own IMMEDIATE transaction: two processes starting at once never both run one.
+      await this.c.write(() => {
+        if (this.c.db.prepare('SELECT 1 FROM schema_migrations WHERE version = ?').get(m.version)) return;
+        this.c.db.exec(m.sql);
+        this.c.db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, new Date().toISOString());
+      });
+    }
+  }
+
+  async probeWrite(): Promise<void> {
+    // A read-only file opens without complaint; only a write shows it (rolled back).
+    this.c.db.exec('BEGIN IMMEDIATE');
+    try {
+      this.c.db.exec('CREATE TABLE doctor_probe (x)');
+    } finally {
+      this.c.db.exec('ROLLBACK');
+    }
+  }
+
+  async serverVersion(): Promise<string> {
+    return `SQLite ${this.c.db.prepare('SELECT sqlite_version()').pluck().get() as string}`;
+  }
+}
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  readonly location: string;
+  readonly connection: SqliteConnection;
+  readonly schema;
+  readonly runs;
+  readonly leases;
+  readonly uploads;
+  readonly imports;
+  readonly directory;
+  readonly outbox;
+  readonly mail;
+  readonly triggers;
+  readonly daemons;
+  readonly schedule;
+  readonly audit;
+
+  constructor(file: string, opts: ConnectionOptions = {}) {
+    const c = new SqliteConnection(file, opts);
+    this.connection = c;
+    this.location = file;
+    this.schema = new SqliteSchema(c);
+    this.runs = new SqliteRuns(c);
+    this.leases = new SqliteLeases(c);
+    this.uploads = new SqliteUploads(c);
+    this.imports = new SqliteImports(c);
+    this.directory = new SqliteDirectory(c);
+    this.outbox = new SqliteOutbox(c);
+    this.mail = new SqliteMail(c);
+    this.triggers = new SqliteTriggers(c);
+    this.daemons = new SqliteDaemons(c);
+    this.schedule = new SqliteSchedule(c);
+    this.audit = new SqliteAudit(c);
+  }
+
+  async now(): Promise<Date> {
+    return new Date();
+  }
+
+  async close(): Promise<void> {
+    this.connection.close();
+  }
+}
