@@ -4,11 +4,14 @@
 // duplicate row for errors.csv, the passwords to hash), so that no password is ever stored, not
 // even in a staging table. Runs on a parse thread (parse-thread.ts) for large files, inline for
 // small ones: the same code either way.
+import fs from 'node:fs';
 import type { ImportOptions } from '../config.js';
 import type { PresentFields, StageBatch } from '../store/types.js';
+import { STAGE_SEPARATOR } from '../store/types.js';
 import { CsvUnreadable, readCsv } from './csv-reader.js';
 import { mapHeaders } from './headers.js';
 import type { KindRegistry } from './kinds.js';
+import { KeyFilter } from './key-filter.js';
 import { RowChecker } from './rows.js';
 
 export interface ParseRequest {
@@ -57,15 +60,23 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let header: string[] | null = null;
   let rejected: string | null = null;
   let rows = 0;
-  let pending: StageBatch = { rows: [], failed: [] };
+  let rowsOut: (string | null)[] = [];
+  let failedOut: StageBatch['failed'] = [];
+  let repeats: number[] = [];
+  // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
+  const seen = new KeyFilter(fs.statSync(req.file).size / 40);
+  let awkward = false; // a value holds the separator: this batch goes as an array
   let collected: CollectedRow[] = [];
   const wanted = req.lines ?? [];
   let next = 0; // index into wanted (collect mode)
 
   const flush = async () => {
-    if (req.mode === 'stage' && (pending.rows.length || pending.failed.length)) {
-      const batch = pending;
-      pending = { rows: [], failed: [] };
+    if (req.mode === 'stage' && (rowsOut.length || failedOut.length)) {
+      const batch: StageBatch = awkward ? { rows: '', values: rowsOut, failed: failedOut, repeats } : { rows: rowsOut.join(STAGE_SEPARATOR), failed: failedOut, repeats };
+      rowsOut = [];
+      failedOut = [];
+      repeats = [];
+      awkward = false;
       await emit({ type: 'batch', batch, rowsSoFar: rows });
     }
     if (req.mode === 'collect' && collected.length) {
@@ -103,9 +114,17 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
             continue;
           }
           const result = checker.check(record.line, record.values);
-          if (result.ok) pending.rows.push(...result.row);
-          else pending.failed.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
-          if (pending.rows.length + pending.failed.length * 12 >= ROWS_PER_BATCH * 12) await flush();
+          if (result.ok) {
+            if (seen.add(result.key)) repeats.push(record.line);
+            for (const v of result.row) {
+              if (v !== null && v.includes(STAGE_SEPARATOR)) awkward = true;
+              rowsOut.push(v);
+            }
+          } else {
+            if (result.key) seen.add(result.key);
+            failedOut.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
+          }
+          if (rowsOut.length + failedOut.length * checker.columns.length >= ROWS_PER_BATCH * checker.columns.length) await flush();
         }
       },
       { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes },

@@ -1,4 +1,4 @@
-// Row-level checking: one record in, either a staged row (flat values in STAGE_COLUMNS order) or
+// Row-level checking: one record in, either a staged row (its values in stageColumns() order) or
 // a list of problems out. Problems are data (line, column, value, reason), never exceptions: a
 // bad row only rejects itself. Built once per file from its header, so the per-row work is a
 // loop over positions, one ajv call (the fast validator, without allErrors, for rows that pass)
@@ -6,7 +6,7 @@
 import crypto from 'node:crypto';
 import type { ImportOptions } from '../config.js';
 import type { PresentFields, RowProblem } from '../store/types.js';
-import { STAGE_WIDTH } from '../store/types.js';
+import { NO_DIGEST, stageColumns } from '../store/types.js';
 import { unescapeFormula } from './errors-csv.js';
 import type { HeaderMap } from './headers.js';
 import { describeError, type CompiledKind, type UserField } from './kinds.js';
@@ -14,18 +14,15 @@ import { describeError, type CompiledKind, type UserField } from './kinds.js';
 export type { RowProblem };
 
 export type RowResult =
-  | { ok: true; key: string; row: unknown[]; password: string | null }
+  | { ok: true; key: string; row: (string | null)[]; password: string | null }
   | { ok: false; key: string | null; problems: RowProblem[]; raw: string[]; password: string | null };
 
 const TRUE_FLAGS = new Set(['1', 'true', 'yes', 'y']);
 const HIDDEN = '(hidden)';
 
-/** Where each user field goes in a staged row. */
-const SLOT: Partial<Record<UserField, number>> = { email: 2, username: 3, firstName: 4, lastName: 5, role: 6, siteId: 7 };
-const SITE_LABEL = 8;
-const ACTIVE = 9;
-const ATTRS = 10;
-const DIGEST = 11;
+/** The staged column each user field fills. */
+const COLUMN_OF: Partial<Record<UserField, string>> = { email: 'email', username: 'username', firstName: 'first_name', lastName: 'last_name', role: 'role', siteId: 'site_id' };
+const ACTIVE = 2;
 
 /** A keyed digest of a password: equal digests, equal passwords, without scrypt (see README). */
 export function passwordDigest(key: Buffer, tenant: string, externalId: string, password: string): string {
@@ -40,6 +37,11 @@ export class RowChecker {
   private readonly plan: { name: string; field?: UserField; slot?: number; date: boolean }[];
   private readonly attributeNames: string[];
   readonly present: PresentFields;
+  /** stageColumns(present): the width and order of a staged row. */
+  readonly columns: string[];
+  private readonly siteLabelSlot: number;
+  private readonly attrsSlot: number;
+  private readonly digestSlot: number;
 
   constructor(
     private readonly kind: CompiledKind,
@@ -53,7 +55,6 @@ export class RowChecker {
     this.passwordIndex = columns.findIndex((c) => c.field === 'password');
     this.hasSiteMap = Object.keys(options.siteMap).length > 0;
     const props = (kind.schema.properties ?? {}) as Record<string, { format?: string }>;
-    this.plan = columns.map((c) => ({ name: c.name, field: c.field, slot: c.field ? SLOT[c.field] : undefined, date: props[c.name]?.format === 'date' }));
     this.attributeNames = columns.filter((c) => !c.field).map((c) => c.name).sort();
     const has = (f: UserField) => columns.some((c) => c.field === f);
     this.present = {
@@ -67,6 +68,12 @@ export class RowChecker {
       password: has('password'),
       attributes: this.attributeNames.length > 0,
     };
+    this.columns = stageColumns(this.present);
+    const slot = (col: string | undefined) => (col === undefined ? undefined : this.columns.indexOf(col));
+    this.plan = columns.map((c) => ({ name: c.name, field: c.field, slot: slot(c.field ? COLUMN_OF[c.field] : undefined), date: props[c.name]?.format === 'date' }));
+    this.siteLabelSlot = this.columns.indexOf('site_label');
+    this.attrsSlot = this.columns.indexOf('attrs');
+    this.digestSlot = this.columns.indexOf('pw_digest');
   }
 
   check(line: number, cells: string[]): RowResult {
@@ -96,10 +103,10 @@ export class RowChecker {
         problems.push({ column, value: record[column] ?? '', reason });
       }
     }
-    const row: unknown[] = new Array(STAGE_WIDTH).fill(null);
-    row[0] = key;
-    row[1] = line;
-    row[ACTIVE] = 1;
+    const row: (string | null)[] = new Array(this.columns.length).fill(null);
+    row[0] = String(line);
+    row[1] = key;
+    row[ACTIVE] = '1';
     let password: string | null = null;
     let attrs: Record<string, string | null> | null = null;
     for (let i = 0; i < columns.length; i++) {
@@ -111,7 +118,7 @@ export class RowChecker {
           (attrs ??= {})[p.name] = v;
           break;
         case 'active':
-          row[ACTIVE] = v === null || TRUE_FLAGS.has(v.toLowerCase()) ? 1 : 0;
+          row[ACTIVE] = v === null || TRUE_FLAGS.has(v.toLowerCase()) ? '1' : '0';
           break;
         case 'password':
           password = v === null ? null : this.password(p.name, v, (problems ??= []));
@@ -126,7 +133,7 @@ export class RowChecker {
                 reason: `this site id is not in this district's site map; use one of ${Object.keys(this.options.siteMap).join(', ')} or ask us to add it`,
               });
             }
-            row[SITE_LABEL] = label ?? null;
+            row[this.siteLabelSlot] = label ?? null;
           }
           break;
         default:
@@ -135,8 +142,8 @@ export class RowChecker {
     if (problems && problems.length) {
       return { ok: false, key, problems: this.present.password ? this.hideSecrets(problems) : problems, raw: this.safeRaw(values, problems, false), password };
     }
-    if (attrs) row[ATTRS] = JSON.stringify(attrs, this.attributeNames);
-    if (password !== null && key !== null) row[DIGEST] = this.digestKey ? passwordDigest(this.digestKey, this.tenant, key, password) : '';
+    if (attrs) row[this.attrsSlot] = JSON.stringify(attrs, this.attributeNames);
+    if (password !== null && key !== null) row[this.digestSlot] = this.digestKey ? passwordDigest(this.digestKey, this.tenant, key, password) : NO_DIGEST;
     return { ok: true, key: key ?? '', row, password };
   }
 

@@ -3,8 +3,10 @@
 // whole file (set-based), so a nightly re-sync of a million unchanged users is one join that
 // writes nothing, rather than a million comparisons in JavaScript.
 //
-// Named parameters: @tenant @kind @now @suffix (`_<year>`) and the 0/1 flags @has_* (the file
-// carries that column), @overwrite_email, @overwrite_password, @archive.
+// Named parameters: @tenant @kind @now @suffix (`_<year>`) and the 0/1 flags @overwrite_email,
+// @overwrite_password, @archive. A column the file does not carry is not staged at all: `col`
+// gives the staged column's SQL, or NULL for a column the file lacks.
+import { NO_DIGEST } from '../types.js';
 
 /** `x` without a trailing `_<4 digits>` (the suffix archiving adds). */
 const stripYear = (x: string) => `CASE WHEN ${x} GLOB '*_[0-9][0-9][0-9][0-9]' THEN substr(${x}, 1, length(${x}) - 5) ELSE ${x} END`;
@@ -25,23 +27,25 @@ export const TRACKED: [string, string, boolean][] = [
   ['attributes', 'attributes', false],
 ];
 
-const PLAIN: [string, string][] = [
-  ['first_name', 'has_first_name'],
-  ['last_name', 'has_last_name'],
-  ['role', 'has_role'],
-  ['site_id', 'has_site_id'],
-  ['site_label', 'has_site_label'],
-];
+const PLAIN = ['first_name', 'last_name', 'role', 'site_id', 'site_label'];
+
+/** The staged columns of a file: `s.<name>` when it carries it, else NULL (and has(name) false). */
+export interface StagedColumns {
+  has(name: string): boolean;
+}
+const col = (c: StagedColumns, name: string) => (c.has(name) ? `s.${name}` : 'NULL');
 
 /**
  * SELECT of the staged rows whose user exists and would change: key, line, n_* (new values),
  * o_* (stored values), action, fields (JSON array), old_values (JSON object, secrets left out).
  * `preview`: passwords are compared by digest (nothing is hashed in a dry run).
  */
-export function changedRowsSql(rows: string, preview: boolean): string {
-  const newPassword = preview
-    ? `CASE WHEN s.pw_digest IS NOT NULL AND (u.password_hash IS NULL OR @overwrite_password) AND s.pw_digest IS NOT u.password_digest THEN '(new)' ELSE u.password_hash END`
-    : `coalesce(s.pw_hash, u.password_hash)`;
+export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean): string {
+  const newPassword = !c.has('pw_digest')
+    ? 'u.password_hash'
+    : preview
+      ? `CASE WHEN s.pw_digest IS NOT NULL AND (u.password_hash IS NULL OR @overwrite_password) AND s.pw_digest IS NOT u.password_digest THEN '(new)' ELSE u.password_hash END`
+      : `coalesce(s.pw_hash, u.password_hash)`;
   const differs = TRACKED.map(([col]) => `n_${col} IS NOT o_${col}`).join(' OR ');
   const fields = TRACKED.map(([col, name]) => `CASE WHEN n_${col} IS NOT o_${col} THEN '"${name}",' ELSE '' END`).join(' || ');
   const old = TRACKED.filter(([, , secret]) => !secret)
@@ -49,9 +53,9 @@ export function changedRowsSql(rows: string, preview: boolean): string {
     .join(', ');
   return `
     WITH b AS (
-      SELECT s.key, s.line, s.active AS n_active, s.pw_hash, s.pw_same, s.pw_digest, s.attrs AS s_attrs,
-             s.email AS s_email, s.username AS s_username,
-             ${PLAIN.map(([c, flag]) => `CASE WHEN @${flag} THEN s.${c} ELSE u.${c} END AS n_${c}`).join(',\n             ')},
+      SELECT s.key, s.line, s.active AS n_active, s.pw_hash, s.pw_same, ${col(c, 'pw_digest')} AS pw_digest, ${col(c, 'attrs')} AS s_attrs,
+             ${col(c, 'email')} AS s_email, ${col(c, 'username')} AS s_username,
+             ${PLAIN.map((p) => (c.has(p) ? `s.${p}` : `u.${p}`) + ` AS n_${p}`).join(',\n             ')},
              u.kind AS o_kind, u.email AS o_email, u.username AS o_username, u.first_name AS o_first_name, u.last_name AS o_last_name,
              u.role AS o_role, u.site_id AS o_site_id, u.site_label AS o_site_label, u.password_hash AS o_password_hash,
              u.password_digest AS o_password_digest, u.active AS o_active, u.archived_at AS o_archived_at, u.attributes AS o_attributes,
@@ -62,9 +66,9 @@ export function changedRowsSql(rows: string, preview: boolean): string {
     ),
     x AS (
       SELECT b.*, @kind AS n_kind,
-             CASE WHEN @has_email AND (@overwrite_email OR b_email IS NULL) THEN s_email ELSE b_email END AS x_email,
-             CASE WHEN @has_username THEN s_username ELSE b_username END AS x_username,
-             CASE WHEN s_attrs IS NULL THEN o_attributes ELSE json_patch(o_attributes, s_attrs) END AS n_attributes,
+             ${c.has('email') ? 'CASE WHEN @overwrite_email OR b_email IS NULL THEN s_email ELSE b_email END' : 'b_email'} AS x_email,
+             ${c.has('username') ? 's_username' : 'b_username'} AS x_username,
+             ${c.has('attrs') ? 'CASE WHEN s_attrs IS NULL THEN o_attributes ELSE json_patch(o_attributes, s_attrs) END' : 'o_attributes'} AS n_attributes,
              (NOT n_active AND @archive) AS archiving
         FROM b
     ),
@@ -73,7 +77,7 @@ export function changedRowsSql(rows: string, preview: boolean): string {
              CASE WHEN archiving THEN (CASE WHEN o_archived_at IS NOT NULL THEN o_email ELSE x_email || @suffix END) ELSE x_email END AS n_email,
              CASE WHEN archiving THEN (CASE WHEN o_archived_at IS NOT NULL THEN o_username ELSE x_username || @suffix END) ELSE x_username END AS n_username,
              CASE WHEN archiving THEN coalesce(o_archived_at, @now) END AS n_archived_at,
-             CASE WHEN pw_hash IS NOT NULL OR pw_same THEN NULLIF(pw_digest, '') ELSE o_password_digest END AS n_password_digest
+             CASE WHEN pw_hash IS NOT NULL OR pw_same THEN NULLIF(pw_digest, '${NO_DIGEST}') ELSE o_password_digest END AS n_password_digest
         FROM x
     )
     SELECT key, line,
@@ -92,19 +96,20 @@ export function changedRowsSql(rows: string, preview: boolean): string {
 }
 
 /** New users straight from the staging table (most of a first import), in key order. */
-export function createUsersSql(rows: string): string {
+export function createUsersSql(rows: string, c: StagedColumns): string {
   const archived = `(@archive AND NOT s.active)`;
+  const v = (name: string) => col(c, name);
   return `
     INSERT INTO users (tenant, external_id, kind, email, username, first_name, last_name, role, site_id, site_label,
                        password_hash, password_digest, active, archived_at, attributes, created_at, updated_at, updated_by,
                        last_import_id, created_import_id)
     SELECT @tenant, s.key, @kind,
-           CASE WHEN ${archived} THEN s.email || @suffix ELSE s.email END,
-           CASE WHEN ${archived} THEN s.username || @suffix ELSE s.username END,
-           s.first_name, s.last_name, s.role, s.site_id, s.site_label,
-           s.pw_hash, CASE WHEN s.pw_hash IS NOT NULL THEN NULLIF(s.pw_digest, '') END, s.active,
+           ${c.has('email') ? `CASE WHEN ${archived} THEN s.email || @suffix ELSE s.email END` : 'NULL'},
+           ${c.has('username') ? `CASE WHEN ${archived} THEN s.username || @suffix ELSE s.username END` : 'NULL'},
+           ${v('first_name')}, ${v('last_name')}, ${v('role')}, ${v('site_id')}, ${v('site_label')},
+           s.pw_hash, ${c.has('pw_digest') ? `CASE WHEN s.pw_hash IS NOT NULL THEN NULLIF(s.pw_digest, '${NO_DIGEST}') END` : 'NULL'}, s.active,
            CASE WHEN ${archived} THEN @now END,
-           CASE WHEN s.attrs IS NULL THEN '{}' ELSE json_patch('{}', s.attrs) END,
+           ${c.has('attrs') ? `CASE WHEN s.attrs IS NULL THEN '{}' ELSE json_patch('{}', s.attrs) END` : `'{}'`},
            @now, @now, @actor, @import_id, @import_id
       FROM ${rows} s
      WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = @tenant AND u.external_id = s.key)`;

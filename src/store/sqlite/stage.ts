@@ -16,11 +16,19 @@ import type {
   StageSpec,
   StageSummary,
 } from '../types.js';
-import { emptyCounts, STAGE_WIDTH } from '../types.js';
+import { emptyCounts, NO_DIGEST, STAGE_SEPARATOR, stageColumns } from '../types.js';
 import { importRow } from '../rows.js';
 import type { SqliteConnection, Statement } from './connection.js';
-import { changedRowsSql, createUsersSql, missingUsersWhere } from './apply-sql.js';
+import { changedRowsSql, createUsersSql, missingUsersWhere, type StagedColumns } from './apply-sql.js';
 import { insertImport } from './records.js';
+
+/** A batch of rows as the parse thread joined them: an empty value is NULL. */
+function splitRows(joined: string): (string | null)[] {
+  if (joined === '') return [];
+  const values: (string | null)[] = joined.split(STAGE_SEPARATOR);
+  for (let i = 0; i < values.length; i++) if (values[i] === '') values[i] = null;
+  return values;
+}
 
 /** Rows per INSERT statement: one call binds a hundred rows (per-call overhead dominated). */
 const ROWS_PER_INSERT = 100;
@@ -31,16 +39,18 @@ export class SqliteStage implements Stage {
   private readonly failedKeys: string;
   private readonly errors: string;
   private readonly changed: string;
+  private readonly columns: string[];
+  private readonly staged: StagedColumns;
   private readonly insertMany: Statement;
   private readonly insertOne: Statement;
-  private readonly lineOfKey: Statement;
-  private readonly failedLineOfKey: Statement;
   private readonly insertFailedKey: Statement;
   private readonly insertError: Statement;
   private valid = 0;
   private failed = 0;
-  private failedKeyCount = 0;
-  private readonly duplicates: number[] = [];
+  private duplicates: number[] = [];
+  /** Lines the parse flagged as maybe repeating an earlier key. */
+  private repeats: number[] = [];
+  private keyIndex = false;
   private closed = false;
 
   constructor(
@@ -52,82 +62,96 @@ export class SqliteStage implements Stage {
     this.failedKeys = `temp.stage_failed_keys_${id}`;
     this.errors = `temp.stage_errors_${id}`;
     this.changed = `temp.stage_changed_${id}`;
+    this.columns = stageColumns(spec.present);
+    const has = new Set(this.columns);
+    this.staged = { has: (name) => has.has(name) };
+    const fields = this.columns.slice(3).map((col) => `${col} TEXT`);
+    // Rows are appended in file order (line is the rowid): the cheapest insert there is. Repeated
+    // keys were flagged while parsing and are confirmed in finish(); a key index is built only
+    // for a full sync, which looks keys up.
     c.db.exec(`
       CREATE TABLE ${this.rows} (
-        key TEXT PRIMARY KEY, line INTEGER NOT NULL, email TEXT, username TEXT, first_name TEXT, last_name TEXT, role TEXT,
-        site_id TEXT, site_label TEXT, active INTEGER NOT NULL,
-        attrs TEXT,               -- JSON merge patch of the extra columns ({"col": "v" | null}), or NULL
-        pw_digest TEXT,           -- keyed digest of the password, when the row has one
-        pw_hash TEXT,             -- scrypt hash, once computed (new or changed password)
+        line INTEGER PRIMARY KEY, key TEXT NOT NULL, active INTEGER NOT NULL,
+        ${fields.map((f) => `${f}, `).join('')}
+        pw_hash TEXT,                      -- scrypt hash, once computed (new or changed password)
         pw_same INTEGER NOT NULL DEFAULT 0 -- 1: checked against the stored hash and unchanged
-      ) WITHOUT ROWID;
+      );
       -- Keys of failing rows: still present in the file for a full sync, and still taken.
       CREATE TABLE ${this.failedKeys} (key TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID;
       -- One row per problem; the row's cells (raw, JSON) on its first problem only.
       CREATE TABLE ${this.errors} (line INTEGER NOT NULL, seq INTEGER NOT NULL, "column" TEXT, value TEXT, reason TEXT NOT NULL, raw TEXT, PRIMARY KEY (line, seq)) WITHOUT ROWID;
     `);
-    const cols = '(key, line, email, username, first_name, last_name, role, site_id, site_label, active, attrs, pw_digest)';
-    const one = `(${Array(STAGE_WIDTH).fill('?').join(', ')})`;
-    this.insertMany = c.db.prepare(`INSERT INTO ${this.rows} ${cols} VALUES ${Array(ROWS_PER_INSERT).fill(one).join(', ')} ON CONFLICT (key) DO NOTHING`);
-    this.insertOne = c.db.prepare(`INSERT INTO ${this.rows} ${cols} VALUES ${one} ON CONFLICT (key) DO NOTHING`);
-    this.lineOfKey = c.db.prepare(`SELECT line FROM ${this.rows} WHERE key = ?`).pluck();
-    this.failedLineOfKey = c.db.prepare(`SELECT line FROM ${this.failedKeys} WHERE key = ?`).pluck();
+    const list = `(${this.columns.join(', ')})`;
+    const one = `(${this.columns.map(() => '?').join(', ')})`;
+    this.insertMany = c.db.prepare(`INSERT INTO ${this.rows} ${list} VALUES ${Array(ROWS_PER_INSERT).fill(one).join(', ')}`);
+    this.insertOne = c.db.prepare(`INSERT INTO ${this.rows} ${list} VALUES ${one}`);
     this.insertFailedKey = c.db.prepare(`INSERT INTO ${this.failedKeys} (key, line) VALUES (?, ?) ON CONFLICT DO NOTHING`);
     this.insertError = c.db.prepare(`INSERT INTO ${this.errors} (line, seq, "column", value, reason, raw) VALUES (?, ?, ?, ?, ?, ?)`);
   }
 
   async write(batch: StageBatch): Promise<void> {
+    const values = batch.values ?? splitRows(batch.rows);
+    const width = this.columns.length;
+    const n = values.length / width;
     this.c.local(() => {
-      // Failing rows first: a valid row later in the batch that repeats one of their keys is a duplicate.
       for (const f of batch.failed) {
         this.failed++;
-        if (f.key) this.failedKeyCount += this.insertFailedKey.run(f.key, f.line).changes;
+        if (f.key) this.insertFailedKey.run(f.key, f.line);
         this.addProblems(f.line, f.problems, f.raw);
       }
-      const values = batch.rows;
-      const n = values.length / STAGE_WIDTH;
       let i = 0;
-      for (; i + ROWS_PER_INSERT <= n; i += ROWS_PER_INSERT) {
-        const chunk = values.slice(i * STAGE_WIDTH, (i + ROWS_PER_INSERT) * STAGE_WIDTH);
-        const inserted = this.insertMany.run(chunk).changes;
-        this.valid += ROWS_PER_INSERT;
-        if (inserted < ROWS_PER_INSERT || this.failedKeyCount > 0) this.findDuplicates(chunk);
-      }
-      for (; i < n; i++) {
-        const row = values.slice(i * STAGE_WIDTH, (i + 1) * STAGE_WIDTH);
-        const inserted = this.insertOne.run(row).changes;
-        this.valid++;
-        if (inserted < 1 || this.failedKeyCount > 0) this.findDuplicates(row);
-      }
+      for (; i + ROWS_PER_INSERT <= n; i += ROWS_PER_INSERT) this.insertMany.run(values.slice(i * width, (i + ROWS_PER_INSERT) * width));
+      for (; i < n; i++) this.insertOne.run(values.slice(i * width, (i + 1) * width));
+      this.valid += n;
     });
-  }
-
-  /** A row whose key came earlier in the file (valid or failing) is a row error of its own. */
-  private findDuplicates(chunk: unknown[]): void {
-    for (let o = 0; o < chunk.length; o += STAGE_WIDTH) {
-      const key = chunk[o] as string;
-      const line = Number(chunk[o + 1]);
-      const stagedAt = this.lineOfKey.get(key) as number | undefined;
-      const failedAt = this.failedKeyCount > 0 ? (this.failedLineOfKey.get(key) as number | undefined) : undefined;
-      const earlier = [stagedAt, failedAt].filter((l): l is number => l !== undefined && l < line);
-      if (earlier.length === 0) continue;
-      // Staged under its key although a failing row had it first: it goes.
-      if (stagedAt === line) this.c.db.prepare(`DELETE FROM ${this.rows} WHERE key = ?`).run(key);
-      const first = Math.min(...earlier);
-      const column = this.spec.keyColumn;
-      this.valid--;
-      this.failed++;
-      this.duplicates.push(line);
-      this.addProblems(line, [{ column, value: key, reason: `duplicate ${column}: it already appears on line ${first}; each ${column} may appear only once` }], null);
-    }
+    for (const line of batch.repeats) this.repeats.push(line);
   }
 
   private addProblems(line: number, problems: RowProblem[], raw: string[] | null): void {
     problems.forEach((p, seq) => this.insertError.run(line, seq, p.column || null, p.value || null, p.reason, seq === 0 && raw ? JSON.stringify(raw) : null));
   }
 
+  /**
+   * Every row is in: the rows the parse flagged are checked against every staged row with the
+   * same key (one pass), and a row whose key came earlier in the file (in a valid or a failing
+   * row) becomes a row error of its own, naming the line the key first had.
+   */
   async finish(): Promise<StageSummary> {
-    return { valid: this.valid, failed: this.failed, duplicateLines: [...this.duplicates].sort((a, b) => a - b) };
+    if (this.repeats.length === 0) return { valid: this.valid, failed: this.failed, duplicateLines: [] };
+    const db = this.c.db;
+    const column = this.spec.keyColumn;
+    const candidates = `${this.rows}_repeat`;
+    this.c.local(() => {
+      db.exec(`CREATE TABLE ${candidates} (key TEXT PRIMARY KEY) WITHOUT ROWID`);
+      const add = db.prepare(`INSERT INTO ${candidates} SELECT key FROM ${this.rows} WHERE line = ? ON CONFLICT DO NOTHING`);
+      for (const line of this.repeats) add.run(line);
+      const lines = db.prepare(`SELECT line, key FROM ${this.rows} WHERE key IN (SELECT key FROM ${candidates}) ORDER BY line`).all() as { line: number; key: string }[];
+      const failedAt = new Map(
+        (db.prepare(`SELECT key, line FROM ${this.failedKeys} WHERE key IN (SELECT key FROM ${candidates})`).all() as { key: string; line: number }[]).map((f) => [f.key, f.line]),
+      );
+      const first = new Map<string, number>();
+      const drop = db.prepare(`DELETE FROM ${this.rows} WHERE line = ?`);
+      for (const { line, key } of lines) {
+        const earliest = Math.min(first.get(key) ?? line, failedAt.get(key) ?? line);
+        if (!first.has(key)) first.set(key, line);
+        if (earliest === line) continue;
+        drop.run(line);
+        const reason = `duplicate ${column}: it already appears on line ${earliest}; each ${column} may appear only once`;
+        this.addProblems(line, [{ column, value: key, reason }], null);
+        this.duplicates.push(line);
+      }
+      db.exec(`DROP TABLE ${candidates}`);
+    });
+    this.valid -= this.duplicates.length;
+    this.failed += this.duplicates.length;
+    return { valid: this.valid, failed: this.failed, duplicateLines: this.duplicates };
+  }
+
+  /** A full sync looks up every stored user's key among the staged ones. */
+  private ensureKeyIndex(): void {
+    if (this.keyIndex) return;
+    this.c.db.exec(`CREATE INDEX ${this.rows}_key ON ${this.rows.replace('temp.', '')} (key)`);
+    this.keyIndex = true;
   }
 
   async setDuplicateCells(rows: { line: number; raw: string[] }[]): Promise<void> {
@@ -138,20 +162,12 @@ export class SqliteStage implements Stage {
   }
 
   private params(options: ApplyOptions, extra: Record<string, unknown> = {}): Record<string, unknown> {
-    const p = this.spec.present;
     const flag = (b: boolean) => (b ? 1 : 0);
     return {
       tenant: this.spec.tenant,
       kind: this.spec.kind,
       now: new Date().toISOString(),
       suffix: `_${new Date().getUTCFullYear()}`,
-      has_email: flag(p.email),
-      has_username: flag(p.username),
-      has_first_name: flag(p.firstName),
-      has_last_name: flag(p.lastName),
-      has_role: flag(p.role),
-      has_site_id: flag(p.siteId),
-      has_site_label: flag(p.siteLabel),
       overwrite_email: flag(options.overwriteEmail),
       overwrite_password: flag(options.overwritePassword),
       archive: flag(options.archiveInactive),
@@ -161,6 +177,7 @@ export class SqliteStage implements Stage {
 
   private countHold(options: ApplyOptions): HoldCheck | null {
     if (!options.fullSync) return null;
+    this.ensureKeyIndex();
     const args = { tenant: this.spec.tenant, kind: this.spec.kind };
     const active = this.c.db.prepare(`SELECT count(*) FROM users u WHERE u.tenant = @tenant AND u.kind = @kind AND u.active = 1`).pluck().get(args) as number;
     const missing = this.c.db.prepare(`SELECT count(*) FROM users u WHERE ${missingUsersWhere(this.rows, this.failedKeys)}`).pluck().get(args) as number;
@@ -173,6 +190,7 @@ export class SqliteStage implements Stage {
   }
 
   passwordWork(overwritePassword: boolean): Promise<PasswordWork> {
+    if (!this.staged.has('pw_digest')) return Promise.resolve({ hash: [], verify: [] });
     return this.c.read(() => {
       const rows = this.c.db
         .prepare(
@@ -193,7 +211,7 @@ export class SqliteStage implements Stage {
   }
 
   async setPasswords(results: { line: number; hash: string | null }[]): Promise<void> {
-    const set = this.c.db.prepare(`UPDATE ${this.rows} SET pw_hash = ?, pw_same = ? WHERE key = (SELECT key FROM ${this.rows} WHERE line = ?)`);
+    const set = this.c.db.prepare(`UPDATE ${this.rows} SET pw_hash = ?, pw_same = ? WHERE line = ?`);
     this.c.local(() => {
       for (const r of results) set.run(r.hash, r.hash === null ? 1 : 0, r.line);
     });
@@ -203,7 +221,7 @@ export class SqliteStage implements Stage {
     return this.c.read(() => {
       const params = this.params(options);
       const created = this.c.db.prepare(`SELECT count(*) FROM ${this.rows} s WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = @tenant AND u.external_id = s.key)`).pluck().get(params) as number;
-      const byAction = this.c.db.prepare(`SELECT action, count(*) AS n FROM (${changedRowsSql(this.rows, true)}) GROUP BY action`).all(params) as { action: string; n: number }[];
+      const byAction = this.c.db.prepare(`SELECT action, count(*) AS n FROM (${changedRowsSql(this.rows, this.staged, true)}) GROUP BY action`).all(params) as { action: string; n: number }[];
       const hold = this.countHold(options);
       return this.counts(created, byAction, hold?.missing ?? 0);
     });
@@ -225,6 +243,7 @@ export class SqliteStage implements Stage {
 
   apply(req: ApplyRequest): Promise<ApplyResult> {
     const { tenant, kind } = this.spec;
+    if (req.options.fullSync) this.ensureKeyIndex(); // before the write lock is taken
     return this.c.write((): ApplyResult => {
       const before = this.c
         .stmt(`SELECT * FROM imports WHERE tenant = ? AND epoch = ? AND file = ? AND content_sha1 = ? AND status IN ('applied', 'applied with errors') ORDER BY id DESC LIMIT 1`)
@@ -247,7 +266,7 @@ export class SqliteStage implements Stage {
 
       // Existing users that change: computed once, then recorded and written from there.
       db.exec(`DROP TABLE IF EXISTS ${this.changed}`);
-      db.prepare(`CREATE TABLE ${this.changed} AS ${changedRowsSql(this.rows, false)}`).run(params);
+      db.prepare(`CREATE TABLE ${this.changed} AS ${changedRowsSql(this.rows, this.staged, false)}`).run(params);
       const byAction = db.prepare(`SELECT action, count(*) AS n FROM ${this.changed} GROUP BY action`).all() as { action: string; n: number }[];
       db.prepare(
         `INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at, old_password_hash, old_password_digest)
@@ -261,12 +280,14 @@ export class SqliteStage implements Stage {
            FROM ${this.changed} c WHERE users.tenant = @tenant AND users.external_id = c.key`,
       ).run(params);
       // A password checked once and found unchanged only gets its digest (not an update).
-      db.prepare(
-        `UPDATE users SET password_digest = NULLIF(s.pw_digest, '') FROM ${this.rows} s
-          WHERE users.tenant = @tenant AND users.external_id = s.key AND s.pw_same = 1 AND users.password_digest IS NOT NULLIF(s.pw_digest, '')`,
-      ).run({ tenant });
+      if (this.staged.has('pw_digest')) {
+        db.prepare(
+          `UPDATE users SET password_digest = NULLIF(s.pw_digest, '${NO_DIGEST}') FROM ${this.rows} s
+            WHERE users.tenant = @tenant AND users.external_id = s.key AND s.pw_same = 1 AND users.password_digest IS NOT NULLIF(s.pw_digest, '${NO_DIGEST}')`,
+        ).run({ tenant });
+      }
 
-      const created = db.prepare(createUsersSql(this.rows)).run(params).changes;
+      const created = db.prepare(createUsersSql(this.rows, this.staged)).run(params).changes;
 
       let missing = 0;
       if (req.options.fullSync) {
