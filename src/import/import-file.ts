@@ -90,6 +90,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     maxRecordBytes: req.maxRecordBytes,
     digestKey: req.digestKey ? req.digestKey.toString('base64') : null,
     mode: 'stage',
+    format: req.store.directory.stageFormat,
   };
   const keyColumn = req.kinds.get(req.kind, { sso: req.options.sso }).key;
   try {

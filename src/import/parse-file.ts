@@ -25,6 +25,8 @@ export interface ParseRequest {
   digestKey: string | null;
   /** 'stage': check every row; 'collect': only the rows at `lines` (ascending). */
   mode: 'stage' | 'collect';
+  /** How staged rows travel: the store's (StageBatch.rows). */
+  format?: 'joined' | 'copy';
   lines?: number[];
 }
 
@@ -61,8 +63,11 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let rejected: string | null = null;
   let rows = 0;
   let rowsOut: (string | null)[] = [];
+  let copyOut = '';
+  let count = 0;
   let failedOut: StageBatch['failed'] = [];
   let repeats: number[] = [];
+  const copy = req.format === 'copy';
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
   const seen = new KeyFilter(fs.statSync(req.file).size / 40);
   let awkward = false; // a value holds the separator: this batch goes as an array
@@ -71,9 +76,12 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let next = 0; // index into wanted (collect mode)
 
   const flush = async () => {
-    if (req.mode === 'stage' && (rowsOut.length || failedOut.length)) {
-      const batch: StageBatch = awkward ? { rows: '', values: rowsOut, failed: failedOut, repeats } : { rows: rowsOut.join(STAGE_SEPARATOR), failed: failedOut, repeats };
+    if (req.mode === 'stage' && (count || failedOut.length)) {
+      const rowsText = copy ? copyOut : awkward ? '' : rowsOut.join(STAGE_SEPARATOR);
+      const batch: StageBatch = { count, rows: rowsText, failed: failedOut, repeats, ...(awkward && !copy ? { values: rowsOut } : {}) };
       rowsOut = [];
+      copyOut = '';
+      count = 0;
       failedOut = [];
       repeats = [];
       awkward = false;
@@ -116,15 +124,19 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
           const result = checker.check(record.line, record.values);
           if (result.ok) {
             if (seen.add(result.key)) repeats.push(record.line);
-            for (const v of result.row) {
-              if (v !== null && v.includes(STAGE_SEPARATOR)) awkward = true;
-              rowsOut.push(v);
+            count++;
+            if (copy) copyOut += copyLine(result.row);
+            else {
+              for (const v of result.row) {
+                if (v !== null && v.includes(STAGE_SEPARATOR)) awkward = true;
+                rowsOut.push(v);
+              }
             }
           } else {
             if (result.key) seen.add(result.key);
             failedOut.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
           }
-          if (rowsOut.length + failedOut.length * checker.columns.length >= ROWS_PER_BATCH * checker.columns.length) await flush();
+          if (count + failedOut.length >= ROWS_PER_BATCH) await flush();
         }
       },
       { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes },
@@ -137,4 +149,15 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   if (!rejected && !checker) rejected = 'the file is empty; it needs a header row and at least one row of data';
   else if (!rejected && rows === 0) rejected = 'the file has a header row but no data rows; nothing was changed';
   return { rejected, header, rows, sha1: summary.sha1, bytes: summary.bytes };
+}
+
+/** One row in COPY's text format: tab-separated, \N for NULL, backslash escapes. */
+function copyLine(values: (string | null)[]): string {
+  let line = '';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (i) line += '\t';
+    line += v === null ? '\\N' : /[\\\t\n\r]/.test(v) ? v.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : v;
+  }
+  return line + '\n';
 }

@@ -10,6 +10,11 @@ import { parseFile, type ParseEvent, type ParseRequest, type ParseSummary } from
 const IN_FLIGHT = 3;
 /** Smaller files are parsed inline: a thread costs more to start than they take to read. */
 const INLINE_BELOW_BYTES = 4 * 1024 * 1024;
+/**
+ * The thread's heap is capped: parsing makes garbage fast, and V8 would otherwise let it grow to
+ * a couple of hundred MB before collecting. What it holds at once is a few batches.
+ */
+const HEAP_LIMITS = { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 };
 
 type FromThread = { type: 'event'; event: ParseEvent } | { type: 'done'; summary: ParseSummary } | { type: 'error'; message: string; stack?: string };
 
@@ -19,7 +24,7 @@ let sharedKinds: KindRegistry | undefined;
 export async function parse(req: ParseRequest, onEvent: (e: ParseEvent) => void | Promise<void>, kinds?: KindRegistry): Promise<ParseSummary> {
   const size = fs.statSync(req.file).size;
   if (size < INLINE_BELOW_BYTES) return parseFile(req, kinds ?? (sharedKinds ??= new KindRegistry()), onEvent);
-  const worker = new Worker(threadScript(import.meta.url, 'parse-thread.js'), { workerData: req });
+  const worker = new Worker(threadScript(import.meta.url, 'parse-thread.js'), { workerData: req, resourceLimits: HEAP_LIMITS });
   try {
     return await new Promise<ParseSummary>((resolve, reject) => {
       let chain = Promise.resolve();

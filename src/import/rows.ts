@@ -89,13 +89,18 @@ export class RowChecker {
     }
     // Empty cells become undefined so that `required` fires for them.
     const record: Record<string, string> = {};
+    let problems: RowProblem[] | null = null;
     for (let i = 0; i < columns.length; i++) {
       const v = values[i].trim();
-      if (v !== '') record[columns[i].name] = v;
+      if (v === '') continue;
+      if (v.includes('\u0000')) {
+        (problems ??= []).push({ column: columns[i].name, value: '', reason: 'contains a NUL character (a zero byte), which no value may hold; remove it' });
+        continue;
+      }
+      record[columns[i].name] = v;
     }
-    let problems: RowProblem[] | null = null;
     if (!this.kind.fast(record)) {
-      problems = [];
+      problems ??= [];
       this.kind.validate(record);
       for (const err of this.kind.validate.errors ?? []) {
         const { column, reason } = describeError(err, this.kind);

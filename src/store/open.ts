@@ -30,7 +30,8 @@ export function describeDatabase(database: string): string {
 export async function openStore(database: string, opts: OpenStoreOptions = {}): Promise<Store> {
   let store: Store;
   if (isPostgresUrl(database)) {
-    throw new StoreError(`PostgreSQL (${describeDatabase(database)}) is not supported by this version; use a SQLite file`);
+    const { PostgresStore } = await import('./postgres/store.js');
+    store = await PostgresStore.connect(database, describeDatabase(database));
   } else {
     try {
       store = new SqliteStore(database, { log: opts.log, busyWaitMs: opts.busyWaitMs });

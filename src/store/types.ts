@@ -241,6 +241,19 @@ export function stageColumns(present: PresentFields): string[] {
   return cols;
 }
 
+/** The fields a create sets: the columns the file carries (recorded once per import). */
+export function createdFields(present: PresentFields): string[] {
+  const fields = ['kind'];
+  const pairs: [boolean, string][] = [
+    [present.email, 'email'], [present.username, 'username'], [present.firstName, 'first_name'], [present.lastName, 'last_name'], [present.role, 'role'],
+    [present.siteId, 'site_id'], [present.siteLabel, 'site_label'], [present.password, 'password'],
+  ];
+  for (const [has, name] of pairs) if (has) fields.push(name);
+  fields.push('active');
+  if (present.attributes) fields.push('attributes');
+  return fields;
+}
+
 /** Between the values of a batch of staged rows (a string crosses threads far cheaper than an array). */
 export const STAGE_SEPARATOR = '\u001e';
 
@@ -248,6 +261,8 @@ export const STAGE_SEPARATOR = '\u001e';
 export const NO_DIGEST = '-';
 
 export interface StageBatch {
+  /** How many valid rows `rows` (or `values`) holds. */
+  count: number;
   /**
    * Valid rows, stageColumns(present) values each, joined with STAGE_SEPARATOR; an empty value
    * is NULL. `values` instead when some value holds the separator itself.
@@ -374,6 +389,8 @@ export interface UserChangeRow {
 }
 
 export interface DirectoryStore {
+  /** How staged rows travel to this store: values joined by STAGE_SEPARATOR, or COPY's text format. */
+  readonly stageFormat: 'joined' | 'copy';
   openStage(spec: StageSpec): Promise<Stage>;
   users(tenant: string, opts?: { search?: string; limit?: number; offset?: number }): Promise<DirectoryUser[]>;
   /** The stored row of one user (columns as stored), or null. */

@@ -13,6 +13,8 @@ const COLUMN_OF: Record<string, string> = { password: 'password_hash' };
 const RESTORABLE = new Set(['kind', 'email', 'username', 'first_name', 'last_name', 'role', 'site_id', 'site_label', 'active', 'archived_at', 'attributes']);
 
 export class SqliteDirectory implements DirectoryStore {
+  readonly stageFormat = 'joined' as const;
+
   constructor(private readonly c: SqliteConnection) {}
 
   async openStage(spec: StageSpec): Promise<Stage> {

@@ -16,7 +16,7 @@ import type {
   StageSpec,
   StageSummary,
 } from '../types.js';
-import { emptyCounts, NO_DIGEST, STAGE_SEPARATOR, stageColumns } from '../types.js';
+import { createdFields, emptyCounts, NO_DIGEST, STAGE_SEPARATOR, stageColumns } from '../types.js';
 import { importRow } from '../rows.js';
 import type { SqliteConnection, Statement } from './connection.js';
 import { changedRowsSql, createUsersSql, missingUsersWhere, type StagedColumns } from './apply-sql.js';
@@ -259,7 +259,7 @@ export class SqliteStage implements Stage {
       const importId = insertImport(this.c, {
         runId: req.runId, tenant, epoch: req.epoch, file: req.file, kind, status, message: null, contentSha1: req.contentSha1,
         counts: { rows: 0, created: 0, updated: 0, unchanged: 0, deactivated: 0, archived: 0, failed: 0 }, actor: req.options.actor,
-        startedAt: req.startedAt, header: req.header, heldImportId: req.heldImportId ?? null, createdFields: createdFields(this.spec),
+        startedAt: req.startedAt, header: req.header, heldImportId: req.heldImportId ?? null, createdFields: createdFields(this.spec.present),
       });
       const params = this.params(req.options, { import_id: importId, actor: req.options.actor });
       const db = this.c.db;
@@ -343,18 +343,4 @@ export class SqliteStage implements Stage {
       /* the connection is gone: so are its temp tables */
     }
   }
-}
-
-/** The fields a create sets: the columns the file carries (the same for every row). */
-export function createdFields(spec: StageSpec): string[] {
-  const p = spec.present;
-  const fields = ['kind'];
-  const pairs: [boolean, string][] = [
-    [p.email, 'email'], [p.username, 'username'], [p.firstName, 'first_name'], [p.lastName, 'last_name'], [p.role, 'role'],
-    [p.siteId, 'site_id'], [p.siteLabel, 'site_label'], [p.password, 'password'],
-  ];
-  for (const [has, name] of pairs) if (has) fields.push(name);
-  fields.push('active');
-  if (p.attributes) fields.push('attributes');
-  return fields;
 }

@@ -1,0 +1,111 @@
+// The PostgreSQL store: the directory where the vendor's platform can read it, and the
+// coordination of several workers sharing the tenants (leases against now(), SKIP LOCKED,
+// unique tick rows, an advisory lock for migrations).
+import { StoreError } from '../../errors.js';
+import type { SchemaStore, Store } from '../types.js';
+import { PgConnection } from './connection.js';
+import { PgAudit, PgDaemons, PgLeases, PgRuns, PgSchedule, PgTriggers, PgUploads } from './coordination.js';
+import { PgDirectory } from './directory.js';
+import { LATEST, MIGRATION_LOCK, migrations } from './migrations.js';
+import { PgImports, PgMail, PgOutbox } from './records.js';
+
+class PgSchema implements SchemaStore {
+  constructor(private readonly c: PgConnection) {}
+
+  async version(): Promise<{ current: number; latest: number }> {
+    const table = await this.c.one(`SELECT to_regclass('schema_migrations') AS t`);
+    if (!table?.t) return { current: 0, latest: LATEST };
+    const r = await this.c.one<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+    return { current: Number(r?.v ?? 0), latest: LATEST };
+  }
+
+  /** Under an advisory lock: the workers of a cluster starting together migrate once. */
+  async migrate(): Promise<void> {
+    const client = await this.c.hold();
+    try {
+      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
+      await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
+      const applied = new Set((await client.query('SELECT version FROM schema_migrations')).rows.map((r: { version: number }) => r.version));
+      for (const m of migrations) {
+        if (applied.has(m.version)) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+          await client.query('COMMIT');
+        } catch (err) {
+          await client.query('ROLLBACK');
+          throw err;
+        }
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => {});
+      client.release();
+    }
+  }
+
+  async probeWrite(): Promise<void> {
+    await this.c.tx(async (q) => {
+      await q.query('CREATE TEMP TABLE doctor_probe (x int) ON COMMIT DROP');
+      await q.query('SELECT 1 FROM schema_migrations LIMIT 0 FOR UPDATE');
+    });
+  }
+
+  async serverVersion(): Promise<string> {
+    const r = await this.c.one<{ v: string }>(`SELECT current_setting('server_version') AS v`);
+    return `PostgreSQL ${r?.v ?? '?'}`;
+  }
+}
+
+export class PostgresStore implements Store {
+  readonly kind = 'postgres' as const;
+  readonly schema;
+  readonly runs;
+  readonly leases;
+  readonly uploads;
+  readonly imports;
+  readonly directory;
+  readonly outbox;
+  readonly mail;
+  readonly triggers;
+  readonly daemons;
+  readonly schedule;
+  readonly audit;
+
+  private constructor(readonly connection: PgConnection, readonly location: string) {
+    const c = connection;
+    this.schema = new PgSchema(c);
+    this.runs = new PgRuns(c);
+    this.leases = new PgLeases(c);
+    this.uploads = new PgUploads(c);
+    this.imports = new PgImports(c);
+    this.directory = new PgDirectory(c);
+    this.outbox = new PgOutbox(c);
+    this.mail = new PgMail(c);
+    this.triggers = new PgTriggers(c);
+    this.daemons = new PgDaemons(c);
+    this.schedule = new PgSchedule(c);
+    this.audit = new PgAudit(c);
+  }
+
+  /** Connects (and checks the connection) or fails with what to fix. */
+  static async connect(url: string, location: string): Promise<PostgresStore> {
+    const c = new PgConnection(url);
+    try {
+      await c.query('SELECT 1');
+    } catch (err) {
+      await c.close();
+      throw new StoreError(`cannot connect to the database ${location}: ${(err as Error).message}`, { cause: err });
+    }
+    return new PostgresStore(c, location);
+  }
+
+  async now(): Promise<Date> {
+    const r = await this.connection.one<{ now: Date }>('SELECT now() AS now');
+    return new Date(r!.now);
+  }
+
+  close(): Promise<void> {
+    return this.connection.close();
+  }
+}
