@@ -6,19 +6,20 @@ import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vites
 import { freePort, logEntries, spawnDaemon, startBlackHole, waitFor, type DaemonProcess } from './harness/daemon.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
+import { availableStores } from './harness/stores.js';
 import { csv, World } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 const EVERY_SECOND = '* * * * * *';
 const NEVER_SOON = '0 0 1 1 *';
 const rows = (n: number) => Array.from({ length: n }, (_, i) => `u${i},First${i},Last${i},u${i}@lincoln.example,staff,1,1`);
-const count = (world: World, sql: string, ...params: unknown[]) => world.query<{ n: number }>(sql, ...params)[0].n;
+const count = (world: World, sql: string, ...params: unknown[]) => Number(world.query<{ n: number }>(sql, ...params)[0].n);
 
 // The daemon's logic does not depend on the server; one kind (OpenSSH where installed) keeps
 // this file quick. The spine and doctor tests cover both kinds.
 const kind = availableSftpServerKinds()[0];
 
-describe(`daemon on ${kind} sftp`, () => {
+describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
   let world: World;
   let smtp: TestSmtpServer | undefined;
   let daemons: DaemonProcess[] = [];
@@ -30,7 +31,7 @@ describe(`daemon on ${kind} sftp`, () => {
       failed = true;
       for (const d of daemons) process.stderr.write(`\n--- daemon output ---\n${d.output()}\n`);
     });
-    world = await World.start(kind, `daemon-${ctx.task.name}`);
+    world = await World.start(kind, `daemon-${store}-${ctx.task.name}`, store);
     daemons = [];
   });
   afterEach(async () => {
@@ -80,8 +81,10 @@ describe(`daemon on ${kind} sftp`, () => {
     world.putFile('/lincoln/upload/users_auto.csv', csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,teacher,100,1'));
     const trigger = await world.cli(['trigger', '--tenant', 'lincoln']);
     expect(trigger.code, trigger.stderr).toBe(0);
-    await waitFor('the settle follow-up', () => /users_auto\.csv.*not taken yet; looking again in [1-3] s/.test(d.output()), 15_000);
+    // The schedule is far away: only the daemon's own follow-up takes the file once it has settled.
     await waitFor('the auto file to be applied', () => count(world, "SELECT count(*) AS n FROM users WHERE external_id = 'u1'") === 1, 15_000);
+    // (On a loaded machine the triggered run may come after the file settled and take it at once.)
+    if (/users_auto\.csv.*not taken yet/.test(d.output())) expect(d.output()).toMatch(/users_auto\.csv.*not taken yet; looking again in [1-4] s/);
     expect(world.exists('/lincoln/upload/users_auto.csv')).toBe(false);
   });
 

@@ -3,15 +3,14 @@
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { freePort, spawnDaemon, waitFor } from './harness/daemon.js';
-import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
 import type { Check } from '../src/service/doctor.js';
-import { csv, World } from './harness/world.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 
 
-describe.each(availableSftpServerKinds())('doctor and status on %s sftp', (kind) => {
+describe.each(worlds())('doctor and status on %s', (_label, kind, store) => {
   let world: World;
   let smtp: TestSmtpServer | undefined;
   let failed = false;
@@ -20,7 +19,7 @@ describe.each(availableSftpServerKinds())('doctor and status on %s sftp', (kind)
     onTestFailed(() => {
       failed = true;
     });
-    world = await World.start(kind, `${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `${kind}-${ctx.task.name}-${store}`, store);
   });
   afterEach(async () => {
     await smtp?.stop();

@@ -6,8 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dbUsers, epochsIn, listRemote, mails, readCsv, resultJson } from './harness/checks.js';
-import { availableSftpServerKinds } from './harness/sftp-server.js';
-import { csv, World } from './harness/world.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'Email,FirstName,LastName,Username,Department,JobTitle,Active';
 const FILE = '/uploads/user-import.csv';
@@ -17,10 +16,10 @@ const ADMIN = 'ftp-user@acme.example';
 
 const sha1 = (text: string) => crypto.createHash('sha1').update(text).digest('hex');
 
-describe.each(availableSftpServerKinds())('Agylia user imports on %s sftp', (kind) => {
+describe.each(worlds())('Agylia user imports on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `agylia-${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `agylia-${kind}-${ctx.task.name}-${store}`, store);
     world.addTenant('acme', {
       schedule: '0 0 * * *',
       paths: { upload: '/uploads', bak: '/reports', tmp: '/tmp', log: LOG },

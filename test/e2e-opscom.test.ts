@@ -6,19 +6,18 @@
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { dbUsers, epochsIn, listRemote, mails, readCsv, resultJson } from './harness/checks.js';
-import { availableSftpServerKinds } from './harness/sftp-server.js';
-import { csv, World } from './harness/world.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const UPLOAD = '/parking/import';
 const BAK = '/parking/import/bak';
 // The district's own export: OPS-COM's possible names, not the canonical ones, in its own order.
 const HEADER = 'UniqueId,Login Source,First Name,LastName,UserName,E-mail,Cell Phone,User Type ID,Student Number,Active';
 
-describe.each(availableSftpServerKinds())('OPS-COM managed user import on %s sftp', (kind) => {
+describe.each(worlds())('OPS-COM managed user import on %s', (_label, kind, store) => {
   let world: World;
   const year = new Date().getUTCFullYear();
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `opscom-${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `opscom-${kind}-${ctx.task.name}-${store}`, store);
     world.addTenant('parking', {
       schedule: '*/5 * * * *',
       paths: { upload: UPLOAD, bak: BAK, tmp: '/parking/tmp' },

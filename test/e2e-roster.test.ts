@@ -6,8 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { verifyPassword } from '../src/import/passwords.js';
 import { databaseBytes, dbUsers, epochsIn, listRemote, mails, readCsv, resultJson } from './harness/checks.js';
-import { availableSftpServerKinds } from './harness/sftp-server.js';
-import { csv, World } from './harness/world.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'STUDENT_ID,FIRST_NAME,LAST_NAME,GRADE,SITE_ID,EMAIL,PASSWORD';
 const UPLOAD = '/lincoln/Upload';
@@ -17,10 +16,10 @@ function student(i: number, extra: Partial<{ last: string; site: string; email: 
   return [i, `First${i}`, extra.last ?? `Last${i}`, '5', extra.site ?? '100', extra.email ?? `s${i}@lincoln.example`, extra.password ?? '2011-04-07'].join(',');
 }
 
-describe.each(availableSftpServerKinds())('student rosters on %s sftp', (kind) => {
+describe.each(worlds())('student rosters on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `roster-${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `roster-${kind}-${ctx.task.name}-${store}`, store);
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', outbox: './data/outbox', operators: ['ops@vendor.example'] });
     world.addTenant('lincoln', {
       paths: { upload: UPLOAD, bak: `${UPLOAD}/bak`, tmp: '/lincoln/tmp' },

@@ -4,8 +4,7 @@
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { age, dbUsers, epochsIn, listRemote, mails, readCsv, resultJson } from './harness/checks.js';
-import { availableSftpServerKinds } from './harness/sftp-server.js';
-import { csv, World } from './harness/world.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 const UPLOAD = '/lincoln/upload';
@@ -14,10 +13,10 @@ const LOG = '/lincoln/log/import.log';
 
 const row = (id: string, last = 'Last', active = '1') => `${id},First,${last},${id}@lincoln.example,teacher,100,${active}`;
 
-describe.each(availableSftpServerKinds())('SameGoal provisioning on %s sftp', (kind) => {
+describe.each(worlds())('SameGoal provisioning on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `samegoal-${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `samegoal-${kind}-${ctx.task.name}-${store}`, store);
     world.addTenant('lincoln', {
       paths: { upload: UPLOAD, bak: BAK, tmp: '/lincoln/tmp', log: LOG },
       files: { 'users.csv': 'samegoal-users' },

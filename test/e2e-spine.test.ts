@@ -3,15 +3,14 @@
 import fs from 'node:fs';
 import Papa from 'papaparse';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { availableSftpServerKinds } from './harness/sftp-server.js';
-import { csv, World } from './harness/world.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 
-describe.each(availableSftpServerKinds())('spine on %s sftp', (kind) => {
+describe.each(worlds())('spine on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `${kind}-${ctx.task.name}-${store}`, store);
     world.addTenant('lincoln');
   });
   // vitest 4 runs afterEach before onTestFailed: read the result from the task itself.

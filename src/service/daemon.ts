@@ -105,8 +105,12 @@ export class Daemon {
     this.every(this.opts.triggerPollMs ?? 1000, () => this.pollTriggers());
     this.every(this.opts.heartbeatMs ?? HEARTBEAT_MS, () => store.daemons.beat(processId, this.running()));
     this.every(this.opts.mailRetryMs ?? Math.min(60, config.mail.retrySeconds ?? 30) * 1000, () => this.retryMail());
-    // Another daemon's upload, claimed when it died: finished here once its lease runs out.
-    this.every(Math.max(5000, (config.leaseSeconds * 1000) / 4), () => this.resumeAbandonedClaims());
+    // Another daemon's work, when it died: its triggers are taken again once its heartbeat has
+    // stopped, its claimed uploads finished here once their lease runs out.
+    this.every(Math.max(5000, (config.leaseSeconds * 1000) / 4), async () => {
+      await this.recoverTriggers();
+      await this.resumeAbandonedClaims();
+    });
 
     const schedule = this.nextRuns().map(({ tenant, nextRun }) => {
       const t = this.served.get(tenant)!;
@@ -238,8 +242,9 @@ export class Daemon {
       });
   }
 
-  /** Triggers taken by daemons that are gone: pending again. */
+  /** Triggers taken by daemons that are gone (dead here, or silent for a minute anywhere): pending again. */
   private async recoverTriggers(): Promise<void> {
+    if (this.state !== 'running') return;
     const live = new Set((await this.deps.store.daemons.list()).filter((d) => d.heartbeatAgeMs < HEARTBEAT_STALE_MS).map((d) => d.owner));
     live.add(processId);
     const retaken = await this.deps.store.triggers.recoverOrphans((owner) => ownerIsGone(owner) || !live.has(owner));

@@ -3,6 +3,7 @@
 // the database.
 import type { TenantConfig } from '../config.js';
 import type { DaemonInfo, HeldUpload, ImportCounts, MailQueueSummary, RunSummary, Store } from '../store/types.js';
+import { ownerIsGone } from '../worker/identity.js';
 import { nextRunOf } from './schedule.js';
 
 export interface ImportSummary extends ImportCounts {
@@ -48,9 +49,10 @@ export interface TenantStatus {
 /** A daemon is live while its heartbeat is fresh (every few seconds; a minute of silence is death). */
 export const HEARTBEAT_STALE_MS = 60_000;
 
+/** Daemons with a fresh heartbeat (and, on this machine, a process that still runs). */
 export async function liveDaemons(store: Store): Promise<LiveDaemon[]> {
   const all = await store.daemons.list();
-  const live = all.filter((d) => d.heartbeatAgeMs < HEARTBEAT_STALE_MS);
+  const live = all.filter((d) => d.heartbeatAgeMs < HEARTBEAT_STALE_MS && !ownerIsGone(d.owner));
   return Promise.all(live.map(async (d) => ({ ...d, inHand: await store.leases.tenantsHeldBy(d.owner) })));
 }
 

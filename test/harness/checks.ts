@@ -3,6 +3,7 @@
  * bak folders, errors.csv files and the users table, straight from the world's SQLite file and
  * SFTP root.
  */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import Papa from 'papaparse';
 import type { World } from './world.js';
@@ -72,12 +73,18 @@ export type DbUser = {
 };
 
 export function dbUsers(world: World, tenant: string): DbUser[] {
-  if (!fs.existsSync(world.dbPath)) return []; // nothing ever opened it: nothing was applied
-  return world.query<DbUser>('SELECT * FROM users WHERE tenant = ? ORDER BY external_id', tenant);
+  if (world.store === 'sqlite' && !fs.existsSync(world.dbPath)) return []; // nothing ever opened it: nothing was applied
+  try {
+    return world.query<DbUser>('SELECT * FROM users WHERE tenant = ? ORDER BY external_id', tenant);
+  } catch (err) {
+    if (world.store === 'postgres' && /relation "users" does not exist/.test(String(err))) return []; // never migrated: nothing applied
+    throw err;
+  }
 }
 
-/** The SQLite file (and its WAL) as bytes: for checking that a secret never reached it. */
+/** Everything the database holds as bytes (the SQLite file and its WAL, or a PostgreSQL dump): for checking that a secret never reached it. */
 export function databaseBytes(world: World): Buffer {
+  if (world.store === 'postgres') return execFileSync('pg_dump', ['--data-only', world.database]);
   return Buffer.concat([world.dbPath, `${world.dbPath}-wal`].filter((f) => fs.existsSync(f)).map((f) => fs.readFileSync(f)));
 }
 

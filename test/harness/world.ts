@@ -9,9 +9,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
-import Database from 'better-sqlite3';
 import { fileURLToPath } from 'node:url';
-import { startTestSftpServer, type SftpServerKind, type TestSftpServer } from './sftp-server.js';
+import { availableSftpServerKinds, startTestSftpServer, type SftpServerKind, type TestSftpServer } from './sftp-server.js';
+import { availableStores, createPgDatabase, querySync, type StoreKind } from './stores.js';
+
+/**
+ * What the end-to-end suites run on: every SFTP server with SQLite, and PostgreSQL with the first
+ * SFTP server (OpenSSH where it runs): the store does not change how SFTP is spoken.
+ */
+export function worlds(): [string, SftpServerKind, StoreKind][] {
+  const kinds = availableSftpServerKinds();
+  return availableStores().flatMap((store): [string, SftpServerKind, StoreKind][] =>
+    store === 'sqlite' ? kinds.map((k): [string, SftpServerKind, StoreKind] => [`${k} sftp, sqlite`, k, store]) : [[`${kinds[0]} sftp, postgres`, kinds[0], store]],
+  );
+}
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const CLI = path.resolve(here, '../../dist/src/cli.js');
@@ -31,15 +42,25 @@ export interface TenantSpec {
 export class World {
   readonly dir: string;
   readonly configPath: string;
+  /** The SQLite file (with the sqlite store). */
   readonly dbPath: string;
+  /** What the config's `database` says: the SQLite file, or the PostgreSQL URL. */
+  readonly database: string;
   private config: Record<string, unknown>;
 
-  private constructor(readonly server: TestSftpServer, readonly name: string) {
+  private constructor(
+    readonly server: TestSftpServer,
+    readonly name: string,
+    readonly store: StoreKind,
+    pg: { url: string; drop(): Promise<void> } | null,
+  ) {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-e2e-'));
     this.configPath = path.join(this.dir, 'config.yaml');
     this.dbPath = path.join(this.dir, 'data', 'provisioner.db');
+    this.database = pg ? pg.url : this.dbPath;
+    this.dropDatabase = pg?.drop;
     this.config = {
-      database: './data/provisioner.db',
+      database: pg ? pg.url : './data/provisioner.db',
       leaseSeconds: 30,
       log: { level: 'info', format: 'json' },
       mail: { from: 'Provisioning <provisioning@vendor.example>', outbox: './data/outbox' },
@@ -47,8 +68,12 @@ export class World {
     };
   }
 
-  static async start(kind: SftpServerKind, name: string): Promise<World> {
-    return new World(await startTestSftpServer(kind), name);
+  private readonly dropDatabase: (() => Promise<void>) | undefined;
+
+  /** A world on an SFTP server of `kind`, with its own database in `store` (default sqlite). */
+  static async start(kind: SftpServerKind, name: string, store: StoreKind = 'sqlite'): Promise<World> {
+    const pg = store === 'postgres' ? await createPgDatabase() : null;
+    return new World(await startTestSftpServer(kind), name, store, pg);
   }
 
   /** Adds a tenant whose SFTP account is the test server, paths under `/<id>` unless given. */
@@ -76,8 +101,10 @@ export class World {
     this.writeConfig();
   }
 
+  /** Sets a top-level config key; `undefined` removes it (its default applies). */
   set(key: string, value: unknown): void {
-    this.config[key] = value;
+    if (value === undefined) delete this.config[key];
+    else this.config[key] = value;
     this.writeConfig();
   }
 
@@ -148,13 +175,9 @@ export class World {
     return JSON.parse(r.stdout) as Array<Record<string, unknown>>;
   }
 
+  /** Rows from the world's database, in SQLite's shapes whatever the store (harness/stores.ts). */
   query<T = Record<string, unknown>>(sql: string, ...params: unknown[]): T[] {
-    const db = new Database(this.dbPath, { readonly: true });
-    try {
-      return db.prepare(sql).all(...params) as T[];
-    } finally {
-      db.close();
-    }
+    return querySync<T>(this.database, sql, ...params);
   }
 
   /** Stops the server; keeps everything under test-artifacts/ when the test failed. */
@@ -167,6 +190,8 @@ export class World {
       process.stderr.write(`\n[test artifacts kept in ${keep}]\n`);
     }
     await this.server.stop();
+    if (failed && this.dropDatabase) process.stderr.write(`[test database kept: ${this.database}]\n`);
+    else await this.dropDatabase?.();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }

@@ -44,10 +44,12 @@ class PgSchema implements SchemaStore {
     }
   }
 
+  /** The role can create tables here (the migrations do) and write (a temp table, rolled back). */
   async probeWrite(): Promise<void> {
+    const r = await this.c.one<{ ok: boolean }>(`SELECT has_database_privilege(current_database(), 'CREATE') AND has_schema_privilege('public', 'CREATE') AS ok`);
+    if (!r?.ok) throw new Error(`the role ${new URL(this.c.url).username || '(default)'} may not create tables in this database; grant it CREATE on the database and on schema public`);
     await this.c.tx(async (q) => {
       await q.query('CREATE TEMP TABLE doctor_probe (x int) ON COMMIT DROP');
-      await q.query('SELECT 1 FROM schema_migrations LIMIT 0 FOR UPDATE');
     });
   }
 
