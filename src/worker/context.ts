@@ -72,7 +72,9 @@ export interface RunContext {
   claimed: Map<string, string>;
 }
 
-const STATUS_RANK: Record<ImportStatus, number> = { applied: 0, discarded: 0, superseded: 0, 'applied with errors': 1, held: 2, rejected: 3, failed: 4 };
+// A superseded upload is one an operator asked to apply and that was not: like row errors, it
+// makes `release` exit 1. A discarded one is what the operator asked for.
+const STATUS_RANK: Record<ImportStatus, number> = { applied: 0, discarded: 0, superseded: 1, 'applied with errors': 1, held: 2, rejected: 3, failed: 4 };
 
 export const worstStatus = (statuses: ImportStatus[]): ImportStatus =>
   statuses.reduce<ImportStatus>((w, s) => (STATUS_RANK[s] > STATUS_RANK[w] ? s : w), 'applied');
