@@ -81,7 +81,7 @@ function runFailure(tenant: TenantConfig, err: unknown): string {
 function overallStatus(result: TenantRunResult): RunStatus {
   if (result.epochs.length === 0) return 'nothing';
   const worst = worstStatus(result.epochs.map((e) => e.status));
-  return worst === 'applied' ? 'ok' : worst === 'failed' ? 'failed' : 'errors';
+  return worst === 'applied' || worst === 'discarded' ? 'ok' : worst === 'failed' ? 'failed' : 'errors';
 }
 
 function settlingNote(result: TenantRunResult): string | null {
