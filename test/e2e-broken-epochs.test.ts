@@ -4,7 +4,7 @@
 // and the operators), and the uploads behind it are applied in the same run.
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { epochsIn, listRemote, mails, readCsv, resultJson } from './harness/checks.js';
+import { age, epochsIn, listRemote, mails, readCsv, resultJson } from './harness/checks.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { csv, World } from './harness/world.js';
 
@@ -79,6 +79,29 @@ describe.runIf(openssh)('an epoch the SFTP account cannot read (OpenSSH, unprivi
     expect(next.stdout).toContain('nothing to do');
     expect(mails(world)).toHaveLength(1);
     expect(world.query<{ n: number }>("SELECT count(*) AS n FROM imports WHERE epoch = '20240101-020000'")[0].n).toBe(1);
+  });
+
+  it('an upload that never completed is still reported, once, when an epoch in the same run fails', async () => {
+    world.addTenant('lincoln', { staleAfterHours: 1, notify: { to: ['it@lincoln.example'], when: 'failures' } });
+    world.putEpoch('lincoln', '20240101-010000', { 'users.csv': csv(HEADER, user('u0')) }, false);
+    age(world, '/lincoln/upload/20240101-010000/users.csv', 2);
+    age(world, '/lincoln/upload/20240101-010000', 2);
+    const broken = world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, user('u1')) });
+    fs.chmodSync(`${broken}/users.csv`, 0o000);
+
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.stdout).toContain('upload 20240101-010000 never completed');
+    const sent = mails(world);
+    expect(sent).toHaveLength(2);
+    const stale = sent.filter((m) => m.text.includes('upload 20240101-010000 never got its COMPLETE file'));
+    expect(stale).toHaveLength(1);
+    expect(stale[0].to).toEqual(['it@lincoln.example']);
+    expect(sent.filter((m) => m.text.includes('permission denied'))).toHaveLength(1);
+
+    const next = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(next.code, next.stdout + next.stderr).toBe(0);
+    expect(mails(world)).toHaveLength(2);
   });
 });
 
