@@ -12,6 +12,7 @@
  * `{ unprivileged: true }` it logs in as a dedicated system user instead (UNPRIVILEGED_USER,
  * created if missing), so a file the district made unreadable (chmod 000) really is unreadable;
  * the chroot stays root-owned, and the tests hand the folders they make to `owner` (World does).
+ * `{ umask: '077' }` plays a server whose new files are private unless the client says otherwise.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -64,14 +65,16 @@ export function availableSftpServerKinds(): SftpServerKind[] {
 export interface TestSftpServerOptions {
   /** OpenSSH only: log in as an unprivileged system user instead of root. */
   unprivileged?: boolean;
+  /** OpenSSH only: the umask of the SFTP server (`internal-sftp -u`), e.g. '077' for a server that makes private files. */
+  umask?: string;
 }
 
 /** The system user the unprivileged OpenSSH server logs in as. */
 export const UNPRIVILEGED_USER = 'provisioner-sftp';
 
 export async function startTestSftpServer(kind: SftpServerKind, opts: TestSftpServerOptions = {}): Promise<TestSftpServer> {
-  if (opts.unprivileged && kind !== 'openssh') throw new Error('only the OpenSSH test server can log in as an unprivileged user');
-  return kind === 'openssh' ? startOpenSsh(opts.unprivileged === true) : startEmbedded();
+  if ((opts.unprivileged || opts.umask) && kind !== 'openssh') throw new Error('only the OpenSSH test server can log in as an unprivileged user or take a umask');
+  return kind === 'openssh' ? startOpenSsh(opts.unprivileged === true, opts.umask) : startEmbedded();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -115,7 +118,8 @@ async function startEmbedded(): Promise<TestSftpServer> {
 // openssh
 // ---------------------------------------------------------------------------------------------
 
-async function startOpenSsh(unprivileged: boolean): Promise<TestSftpServer> {
+async function startOpenSsh(unprivileged: boolean, umask?: string): Promise<TestSftpServer> {
+  if (umask !== undefined && !/^[0-7]{3,4}$/.test(umask)) throw new Error(`umask must be octal digits, not "${umask}"`);
   // sshd's privilege-separation directory; a fresh container may not have it.
   await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
   const owner = unprivileged ? await ensureUnprivilegedUser() : undefined;
@@ -135,7 +139,7 @@ async function startOpenSsh(unprivileged: boolean): Promise<TestSftpServer> {
     }
     const hostKeyFingerprint = await fingerprintOf(`${hostKeyPath}.pub`);
 
-    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath });
+    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, umask });
     return {
       kind: 'openssh',
       host: HOST,
@@ -205,7 +209,8 @@ async function fingerprintOf(publicKeyFile: string): Promise<string> {
   return fingerprint;
 }
 
-function sshdConfig(o: { port: number; root: string; hostKeyPath: string; authorizedKeysPath: string; pidFile: string }): string {
+function sshdConfig(o: { port: number; root: string; hostKeyPath: string; authorizedKeysPath: string; pidFile: string; umask?: string }): string {
+  const sftp = o.umask ? `internal-sftp -u ${o.umask}` : 'internal-sftp';
   return [
     `ListenAddress ${HOST}`,
     `Port ${o.port}`,
@@ -226,8 +231,8 @@ function sshdConfig(o: { port: number; root: string; hostKeyPath: string; author
     'MaxStartups 100',
     'MaxSessions 100',
     'LogLevel INFO',
-    'Subsystem sftp internal-sftp',
-    'ForceCommand internal-sftp',
+    `Subsystem sftp ${sftp}`,
+    `ForceCommand ${sftp}`,
     `ChrootDirectory ${o.root}`,
     '',
   ].join('\n');
@@ -238,6 +243,7 @@ interface SshdSpawnOptions {
   root: string;
   hostKeyPath: string;
   authorizedKeysPath: string;
+  umask?: string;
 }
 
 /** Starts sshd on a free port; retries with another port if the one picked was taken meanwhile. */
