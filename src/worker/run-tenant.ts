@@ -126,6 +126,9 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
   } finally {
     release?.();
   }
+  // Every claim of this run is filed away: the claims folder goes too, not left empty in the
+  // district's upload folder until the next run (a server refuses to remove one that is not empty).
+  if (!opts.dryRun && work.length > 0 && ctx.claimed.size === 0) await session.rmdir(posix.join(upload, PROCESSING_DIR)).catch(() => {});
 }
 
 async function processWork(ctx: RunContext, work: { epoch: string; dir: string }[], loose: RemoteEntry[]): Promise<void> {
