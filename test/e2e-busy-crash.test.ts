@@ -49,7 +49,11 @@ describe(`large files on ${kind} sftp`, () => {
     const n = 300_000;
     world.addTenant('big', { notify: { when: 'never' } });
     world.addTenant('small', { notify: { when: 'never' } });
-    world.putEpoch('big', EPOCH, { 'users.csv': bigFile(n) });
+    // The district's directory is loaded; tonight's file updates every one of its users.
+    world.putEpoch('big', '20231231-020000', { 'users.csv': bigFile(n) });
+    const load = await world.cli(['run', '--now', '--tenant', 'big']);
+    expect(load.code, load.stdout + load.stderr).toBe(0);
+    world.putEpoch('big', EPOCH, { 'users.csv': bigFile(n).replace(/,Last(\d+),/g, ',Surname$1,') });
     const t0 = Date.now();
     const big = world.spawnCli(['run', '--now', '--tenant', 'big']);
     let bigOut = '';
@@ -92,6 +96,7 @@ describe(`large files on ${kind} sftp`, () => {
     }
     expect(bigOut).not.toMatch(/database is locked|SQLITE_BUSY/i);
     expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'big'")).toBe(n);
+    expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'big' AND last_name LIKE 'Surname%'")).toBe(n);
     expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'small'")).toBe(night);
     expect(epochsIn(world, '/small/upload/bak')).toHaveLength(night);
   }, 180_000);
