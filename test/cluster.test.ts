@@ -41,7 +41,7 @@ describe.skipIf(!availableStores().includes('postgres'))('a cluster of daemons o
       daemons.forEach((d, i) => process.stderr.write(`\n--- daemon ${i} ---\n${d.output().slice(-20_000)}\n`));
     });
     smtp = await startTestSmtpServer();
-    world = await World.start(availableSftpServerKinds()[0], 'cluster', 'postgres');
+    world = await World.start(availableSftpServerKinds()[0], 'cluster', { store: 'postgres' });
     world.set('leaseSeconds', undefined); // the default lease: what "within two minutes" is promised with
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: smtp.url });
     for (const t of TENANTS) {

@@ -31,7 +31,7 @@ describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
       failed = true;
       for (const d of daemons) process.stderr.write(`\n--- daemon output ---\n${d.output()}\n`);
     });
-    world = await World.start(kind, `daemon-${store}-${ctx.task.name}`, store);
+    world = await World.start(kind, `daemon-${store}-${ctx.task.name}`, { store });
     daemons = [];
   });
   afterEach(async () => {

@@ -19,7 +19,7 @@ describe.each(worlds())('doctor and status on %s', (_label, kind, store) => {
     onTestFailed(() => {
       failed = true;
     });
-    world = await World.start(kind, `${kind}-${ctx.task.name}-${store}`, store);
+    world = await World.start(kind, `${kind}-${ctx.task.name}-${store}`, { store });
   });
   afterEach(async () => {
     await smtp?.stop();

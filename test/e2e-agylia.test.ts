@@ -19,7 +19,7 @@ const sha1 = (text: string) => crypto.createHash('sha1').update(text).digest('he
 describe.each(worlds())('Agylia user imports on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `agylia-${kind}-${ctx.task.name}-${store}`, store);
+    world = await World.start(kind, `agylia-${kind}-${ctx.task.name}-${store}`, { store });
     world.addTenant('acme', {
       schedule: '0 0 * * *',
       paths: { upload: '/uploads', bak: '/reports', tmp: '/tmp', log: LOG },

@@ -17,7 +17,7 @@ describe.each(worlds())('OPS-COM managed user import on %s', (_label, kind, stor
   let world: World;
   const year = new Date().getUTCFullYear();
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `opscom-${kind}-${ctx.task.name}-${store}`, store);
+    world = await World.start(kind, `opscom-${kind}-${ctx.task.name}-${store}`, { store });
     world.addTenant('parking', {
       schedule: '*/5 * * * *',
       paths: { upload: UPLOAD, bak: BAK, tmp: '/parking/tmp' },

@@ -19,7 +19,7 @@ function student(i: number, extra: Partial<{ last: string; site: string; email: 
 describe.each(worlds())('student rosters on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `roster-${kind}-${ctx.task.name}-${store}`, store);
+    world = await World.start(kind, `roster-${kind}-${ctx.task.name}-${store}`, { store });
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', outbox: './data/outbox', operators: ['ops@vendor.example'] });
     world.addTenant('lincoln', {
       paths: { upload: UPLOAD, bak: `${UPLOAD}/bak`, tmp: '/lincoln/tmp' },

@@ -16,7 +16,7 @@ const row = (id: string, last = 'Last', active = '1') => `${id},First,${last},${
 describe.each(worlds())('SameGoal provisioning on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `samegoal-${kind}-${ctx.task.name}-${store}`, store);
+    world = await World.start(kind, `samegoal-${kind}-${ctx.task.name}-${store}`, { store });
     world.addTenant('lincoln', {
       paths: { upload: UPLOAD, bak: BAK, tmp: '/lincoln/tmp', log: LOG },
       files: { 'users.csv': 'samegoal-users' },

@@ -10,7 +10,7 @@ const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 describe.each(worlds())('spine on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `${kind}-${ctx.task.name}-${store}`, store);
+    world = await World.start(kind, `${kind}-${ctx.task.name}-${store}`, { store });
     world.addTenant('lincoln');
   });
   // vitest 4 runs afterEach before onTestFailed: read the result from the task itself.

@@ -188,25 +188,27 @@ function foldersOf(tenant: TenantConfig): { check: string; dir: string; mustExis
 
 /**
  * Exists (or can be made: bak, failed, tmp and the log folder are created on first use) and is
- * writable: a probe file is written inside it, renamed (claims are renames) and deleted. A
- * folder made for the probe is removed again.
+ * writable: a probe file is written inside it, renamed (claims are renames) and deleted. The
+ * folders made for the probe (every missing level of the path) are removed again.
  */
 async function remoteFolder(session: SftpSession, tenant: string, check: string, dir: string, mustExist: boolean, key: string): Promise<Check> {
-  let made = false;
+  const made: string[] = [];
   try {
     const kind = await session.exists(dir);
     if (kind === 'file') return fail(tenant, check, `${dir} is a file, not a folder`, `remove it on the SFTP host or change ${key}`);
     if (!kind) {
       if (mustExist) return fail(tenant, check, `${dir} does not exist`, `create ${dir} on the SFTP host, or change ${key}`);
+      const missing: string[] = [];
+      for (let d = dir; d !== posix.dirname(d) && !(await session.exists(d)); d = posix.dirname(d)) missing.push(d);
       await session.mkdirp(dir);
-      made = true;
+      made.push(...missing); // deepest first
     }
     await probe(session, dir);
-    return ok(tenant, check, made ? `${dir} does not exist yet; it can be created, and written (it is made on first use)` : `${dir} exists and is writable`);
+    return ok(tenant, check, made.length ? `${dir} does not exist yet; it can be created, and written (it is made on first use)` : `${dir} exists and is writable`);
   } catch (err) {
     return fail(tenant, check, `${dir}: ${errorMessage(err)}`, `give the SFTP user write permission on ${dir} (or its parent), or change ${key}`);
   } finally {
-    if (made) await session.rmdir(dir).catch(() => {});
+    for (const d of made) await session.rmdir(d).catch(() => {});
   }
 }
 

@@ -72,10 +72,13 @@ export interface RunContext {
   claimed: Map<string, string>;
 }
 
-const STATUS_RANK: Record<ImportStatus, number> = { applied: 0, discarded: 0, superseded: 0, 'applied with errors': 1, held: 2, rejected: 3, failed: 4 };
+// A superseded upload is one an operator asked to apply and that was not: like row errors, it
+// makes `release` exit 1. A discarded one is what the operator asked for.
+const STATUS_RANK: Record<ImportStatus, number> = { applied: 0, discarded: 0, superseded: 1, 'applied with errors': 1, held: 2, rejected: 3, failed: 4 };
 
+/** The worst status of an epoch's files; an epoch whose only file was discarded is `discarded`, not `applied`. */
 export const worstStatus = (statuses: ImportStatus[]): ImportStatus =>
-  statuses.reduce<ImportStatus>((w, s) => (STATUS_RANK[s] > STATUS_RANK[w] ? s : w), 'applied');
+  statuses.length === 0 ? 'applied' : statuses.reduce((w, s) => (STATUS_RANK[s] > STATUS_RANK[w] ? s : w));
 
 export const emptyResult = (tenant: string, runId: number | null = null): TenantRunResult => ({
   tenant, runId, status: 'nothing', message: null, epochs: [], settling: [], newlyStale: [], skipped: [],

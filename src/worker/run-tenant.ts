@@ -81,7 +81,7 @@ function runFailure(tenant: TenantConfig, err: unknown): string {
 function overallStatus(result: TenantRunResult): RunStatus {
   if (result.epochs.length === 0) return 'nothing';
   const worst = worstStatus(result.epochs.map((e) => e.status));
-  return worst === 'applied' ? 'ok' : worst === 'failed' ? 'failed' : 'errors';
+  return worst === 'applied' || worst === 'discarded' ? 'ok' : worst === 'failed' ? 'failed' : 'errors';
 }
 
 function settlingNote(result: TenantRunResult): string | null {
@@ -126,6 +126,9 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
   } finally {
     release?.();
   }
+  // Every claim of this run is filed away: the claims folder goes too, not left empty in the
+  // district's upload folder until the next run (a server refuses to remove one that is not empty).
+  if (!opts.dryRun && work.length > 0 && ctx.claimed.size === 0) await session.rmdir(posix.join(upload, PROCESSING_DIR)).catch(() => {});
 }
 
 async function processWork(ctx: RunContext, work: { epoch: string; dir: string }[], loose: RemoteEntry[]): Promise<void> {

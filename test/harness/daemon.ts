@@ -15,8 +15,8 @@ export interface DaemonProcess {
   exited: Promise<number | string>;
 }
 
-export function spawnDaemon(world: World, args: string[] = []): DaemonProcess {
-  const child = world.spawnCli(['run', ...args]);
+export function spawnDaemon(world: World, args: string[] = [], env: Record<string, string> = {}): DaemonProcess {
+  const child = world.spawnCli(['run', ...args], env);
   let out = '';
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));

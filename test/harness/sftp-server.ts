@@ -7,6 +7,12 @@
  *
  * Env: PROVISIONER_TEST_SFTP=embedded|openssh runs only that kind; KEEP_TEST_ARTIFACTS=1 keeps the
  * temporary directories (sshd_config, keys, root) after stop() for a look.
+ *
+ * OpenSSH logs in as root by default, which reads and writes everything. With
+ * `{ unprivileged: true }` it logs in as a dedicated system user instead (UNPRIVILEGED_USER,
+ * created if missing), so a file the district made unreadable (chmod 000) really is unreadable;
+ * the chroot stays root-owned, and the tests hand the folders they make to `owner` (World does).
+ * `{ umask: '077' }` plays a server whose new files are private unless the client says otherwise.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -33,6 +39,8 @@ export interface TestSftpServer {
   hostKeyFingerprint: string;
   /** Local directory that is `/` for the SFTP user. */
   root: string;
+  /** Set when the SFTP user is not root: folders and files the tests make must belong to it. */
+  owner?: { name: string; uid: number; gid: number };
   /** Stops the server and removes its directories (unless KEEP_TEST_ARTIFACTS=1). Idempotent. */
   stop(): Promise<void>;
 }
@@ -54,8 +62,19 @@ export function availableSftpServerKinds(): SftpServerKind[] {
   return canRunSshd ? ['openssh', 'embedded'] : ['embedded'];
 }
 
-export async function startTestSftpServer(kind: SftpServerKind): Promise<TestSftpServer> {
-  return kind === 'openssh' ? startOpenSsh() : startEmbedded();
+export interface TestSftpServerOptions {
+  /** OpenSSH only: log in as an unprivileged system user instead of root. */
+  unprivileged?: boolean;
+  /** OpenSSH only: the umask of the SFTP server (`internal-sftp -u`), e.g. '077' for a server that makes private files. */
+  umask?: string;
+}
+
+/** The system user the unprivileged OpenSSH server logs in as. */
+export const UNPRIVILEGED_USER = 'provisioner-sftp';
+
+export async function startTestSftpServer(kind: SftpServerKind, opts: TestSftpServerOptions = {}): Promise<TestSftpServer> {
+  if ((opts.unprivileged || opts.umask) && kind !== 'openssh') throw new Error('only the OpenSSH test server can log in as an unprivileged user or take a umask');
+  return kind === 'openssh' ? startOpenSsh(opts.unprivileged === true, opts.umask) : startEmbedded();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -99,9 +118,11 @@ async function startEmbedded(): Promise<TestSftpServer> {
 // openssh
 // ---------------------------------------------------------------------------------------------
 
-async function startOpenSsh(): Promise<TestSftpServer> {
+async function startOpenSsh(unprivileged: boolean, umask?: string): Promise<TestSftpServer> {
+  if (umask !== undefined && !/^[0-7]{3,4}$/.test(umask)) throw new Error(`umask must be octal digits, not "${umask}"`);
   // sshd's privilege-separation directory; a fresh container may not have it.
   await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
+  const owner = unprivileged ? await ensureUnprivilegedUser() : undefined;
   const root = await makeChrootDir();
   const confDir = await fs.mkdtemp(path.join(os.tmpdir(), 'provisioner-sshd-'));
   try {
@@ -111,17 +132,23 @@ async function startOpenSsh(): Promise<TestSftpServer> {
     await generateKey(privateKeyPath);
     const authorizedKeysPath = path.join(confDir, 'authorized_keys');
     await fs.copyFile(`${privateKeyPath}.pub`, authorizedKeysPath);
+    if (owner) {
+      // sshd reads authorized_keys as the user logging in; the keys themselves stay root's (0600).
+      await fs.chmod(confDir, 0o711);
+      await fs.chmod(authorizedKeysPath, 0o644);
+    }
     const hostKeyFingerprint = await fingerprintOf(`${hostKeyPath}.pub`);
 
-    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath });
+    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, umask });
     return {
       kind: 'openssh',
       host: HOST,
       port,
-      username: 'root',
+      username: owner?.name ?? 'root',
       privateKeyPath,
       hostKeyFingerprint,
       root,
+      owner,
       stop: once(async () => {
         await stopSshd(sshd);
         await removeDirs(root, confDir);
@@ -130,6 +157,34 @@ async function startOpenSsh(): Promise<TestSftpServer> {
   } catch (err) {
     await removeDirs(root, confDir);
     throw err;
+  }
+}
+
+/**
+ * The unprivileged SFTP user, created on first use: a system account without a home or a login
+ * shell, whose password field is `*` (no password, but not "locked": sshd without PAM refuses a
+ * locked account even for key logins). Test files run side by side, so a concurrent useradd
+ * (which locks /etc/passwd) is waited for.
+ */
+async function ensureUnprivilegedUser(): Promise<{ name: string; uid: number; gid: number }> {
+  const name = UNPRIVILEGED_USER;
+  const lookup = async () => {
+    try {
+      const [uid, gid] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])]);
+      return { name, uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+    } catch {
+      return undefined;
+    }
+  };
+  for (let attempt = 1; ; attempt++) {
+    const found = await lookup();
+    if (found) return found;
+    try {
+      await run('useradd', ['--system', '--no-create-home', '--home-dir', '/', '--shell', '/usr/sbin/nologin', '--password', '*', name]);
+    } catch (err) {
+      if (attempt >= 20) throw new Error(`cannot create the system user ${name}: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }
 
@@ -154,7 +209,8 @@ async function fingerprintOf(publicKeyFile: string): Promise<string> {
   return fingerprint;
 }
 
-function sshdConfig(o: { port: number; root: string; hostKeyPath: string; authorizedKeysPath: string; pidFile: string }): string {
+function sshdConfig(o: { port: number; root: string; hostKeyPath: string; authorizedKeysPath: string; pidFile: string; umask?: string }): string {
+  const sftp = o.umask ? `internal-sftp -u ${o.umask}` : 'internal-sftp';
   return [
     `ListenAddress ${HOST}`,
     `Port ${o.port}`,
@@ -175,8 +231,8 @@ function sshdConfig(o: { port: number; root: string; hostKeyPath: string; author
     'MaxStartups 100',
     'MaxSessions 100',
     'LogLevel INFO',
-    'Subsystem sftp internal-sftp',
-    'ForceCommand internal-sftp',
+    `Subsystem sftp ${sftp}`,
+    `ForceCommand ${sftp}`,
     `ChrootDirectory ${o.root}`,
     '',
   ].join('\n');
@@ -187,6 +243,7 @@ interface SshdSpawnOptions {
   root: string;
   hostKeyPath: string;
   authorizedKeysPath: string;
+  umask?: string;
 }
 
 /** Starts sshd on a free port; retries with another port if the one picked was taken meanwhile. */

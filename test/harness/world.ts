@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { fileURLToPath } from 'node:url';
-import { availableSftpServerKinds, startTestSftpServer, type SftpServerKind, type TestSftpServer } from './sftp-server.js';
+import { availableSftpServerKinds, startTestSftpServer, type SftpServerKind, type TestSftpServer, type TestSftpServerOptions } from './sftp-server.js';
 import { availableStores, createPgDatabase, querySync, type StoreKind } from './stores.js';
 
 /**
@@ -70,10 +70,27 @@ export class World {
 
   private readonly dropDatabase: (() => Promise<void>) | undefined;
 
-  /** A world on an SFTP server of `kind`, with its own database in `store` (default sqlite). */
-  static async start(kind: SftpServerKind, name: string, store: StoreKind = 'sqlite'): Promise<World> {
+  /** A world on an SFTP server of `kind`, with its own database in `opts.store` (default sqlite). */
+  static async start(kind: SftpServerKind, name: string, opts: TestSftpServerOptions & { store?: StoreKind } = {}): Promise<World> {
+    const store = opts.store ?? 'sqlite';
     const pg = store === 'postgres' ? await createPgDatabase() : null;
-    return new World(await startTestSftpServer(kind), name, store, pg);
+    return new World(await startTestSftpServer(kind, opts), name, store, pg);
+  }
+
+  /**
+   * Hands a remote path (and everything under its top folder, e.g. `/lincoln`) to the SFTP user
+   * when that is not root (an unprivileged OpenSSH login); a no-op otherwise.
+   */
+  own(remotePath: string): void {
+    const owner = this.server.owner;
+    if (!owner) return;
+    const top = remotePath.split('/').filter(Boolean)[0];
+    if (!top) return;
+    const chown = (p: string) => {
+      fs.lchownSync(p, owner.uid, owner.gid);
+      if (fs.lstatSync(p).isDirectory()) for (const e of fs.readdirSync(p)) chown(path.join(p, e));
+    };
+    chown(this.remote(`/${top}`));
   }
 
   /** Adds a tenant whose SFTP account is the test server, paths under `/<id>` unless given. */
@@ -98,6 +115,7 @@ export class World {
     };
     (this.config.tenants as Record<string, unknown>)[id] = tenant;
     fs.mkdirSync(this.remote(`${home}/upload`), { recursive: true });
+    this.own(home);
     this.writeConfig();
   }
 
@@ -127,12 +145,14 @@ export class World {
     fs.mkdirSync(dir, { recursive: true });
     for (const [name, content] of Object.entries(files)) fs.writeFileSync(path.join(dir, name), content);
     if (complete) fs.writeFileSync(path.join(dir, 'COMPLETE'), '');
+    this.own(`/${tenant}`);
     return dir;
   }
 
   putFile(remotePath: string, content: string | Buffer): void {
     fs.mkdirSync(path.dirname(this.remote(remotePath)), { recursive: true });
     fs.writeFileSync(this.remote(remotePath), content);
+    this.own(remotePath);
   }
 
   exists(remotePath: string): boolean {
@@ -165,8 +185,8 @@ export class World {
     });
   }
 
-  spawnCli(args: string[]) {
-    return spawn(process.execPath, [CLI, '--config', this.configPath, ...args], { cwd: this.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  spawnCli(args: string[], env: Record<string, string> = {}) {
+    return spawn(process.execPath, [CLI, '--config', this.configPath, ...args], { cwd: this.dir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   async usersJson(tenant: string): Promise<Array<Record<string, unknown>>> {
