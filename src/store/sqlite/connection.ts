@@ -41,9 +41,12 @@ export class SqliteConnection {
     if (file !== ':memory:' && !opts.readonly) fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
     this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
     this.busyWaitMs = opts.busyWaitMs ?? 10 * 60_000;
+    // Opening may meet another process switching the file to WAL or recovering it: a short
+    // wait, once per process. From then on waits are ours (async): SQLite's own would block
+    // the event loop.
+    this.db.pragma('busy_timeout = 5000');
     if (!opts.readonly) this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    // Waits are ours (async, above); SQLite's own would block the event loop.
     this.db.pragma('busy_timeout = 0');
     this.db.pragma('foreign_keys = ON');
     // Bounded caches: memory must not grow with a file, and 16 MiB each is where the apply of a
