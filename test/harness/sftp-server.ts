@@ -54,8 +54,17 @@ export function availableSftpServerKinds(): SftpServerKind[] {
   return canRunSshd ? ['openssh', 'embedded'] : ['embedded'];
 }
 
-export async function startTestSftpServer(kind: SftpServerKind): Promise<TestSftpServer> {
-  return kind === 'openssh' ? startOpenSsh() : startEmbedded();
+export interface TestSftpServerOptions {
+  /**
+   * OpenSSH only: MaxStartups and MaxSessions (default 100 each). Raise them for many
+   * connections at once (the benchmark's polling row opens one per tenant, dozens at a time).
+   */
+  maxStartups?: number;
+  maxSessions?: number;
+}
+
+export async function startTestSftpServer(kind: SftpServerKind, options: TestSftpServerOptions = {}): Promise<TestSftpServer> {
+  return kind === 'openssh' ? startOpenSsh(options) : startEmbedded();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -99,7 +108,7 @@ async function startEmbedded(): Promise<TestSftpServer> {
 // openssh
 // ---------------------------------------------------------------------------------------------
 
-async function startOpenSsh(): Promise<TestSftpServer> {
+async function startOpenSsh(options: TestSftpServerOptions): Promise<TestSftpServer> {
   // sshd's privilege-separation directory; a fresh container may not have it.
   await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
   const root = await makeChrootDir();
@@ -113,7 +122,7 @@ async function startOpenSsh(): Promise<TestSftpServer> {
     await fs.copyFile(`${privateKeyPath}.pub`, authorizedKeysPath);
     const hostKeyFingerprint = await fingerprintOf(`${hostKeyPath}.pub`);
 
-    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath });
+    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, maxStartups: options.maxStartups ?? 100, maxSessions: options.maxSessions ?? 100 });
     return {
       kind: 'openssh',
       host: HOST,
@@ -154,7 +163,7 @@ async function fingerprintOf(publicKeyFile: string): Promise<string> {
   return fingerprint;
 }
 
-function sshdConfig(o: { port: number; root: string; hostKeyPath: string; authorizedKeysPath: string; pidFile: string }): string {
+function sshdConfig(o: SshdSpawnOptions & { port: number; pidFile: string }): string {
   return [
     `ListenAddress ${HOST}`,
     `Port ${o.port}`,
@@ -172,8 +181,8 @@ function sshdConfig(o: { port: number; root: string; hostKeyPath: string; author
     'X11Forwarding no',
     'PermitTTY no',
     // Tests may open many connections at once; the default (10:30:100) drops some at random.
-    'MaxStartups 100',
-    'MaxSessions 100',
+    `MaxStartups ${o.maxStartups}`,
+    `MaxSessions ${o.maxSessions}`,
     'LogLevel INFO',
     'Subsystem sftp internal-sftp',
     'ForceCommand internal-sftp',
@@ -187,6 +196,8 @@ interface SshdSpawnOptions {
   root: string;
   hostKeyPath: string;
   authorizedKeysPath: string;
+  maxStartups: number;
+  maxSessions: number;
 }
 
 /** Starts sshd on a free port; retries with another port if the one picked was taken meanwhile. */
