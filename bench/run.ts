@@ -198,7 +198,7 @@ async function benchSize(server: TestSftpServer, flags: Flags, rows: number): Pr
   const removeSource = withCleanup(() => fs.rmSync(source, { force: true }));
   try {
     const genStart = Date.now();
-    const bytes = await writeUsersCsv(source, rows);
+    const { bytes } = await writeUsersCsv(source, rows);
     checkInterrupted();
     say(`  generated ${fmt(rows)} rows, ${mb(bytes)} MB, in ${round((Date.now() - genStart) / 1000, 1)} s`);
 
