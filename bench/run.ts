@@ -23,7 +23,7 @@ import Table from 'cli-table3';
 import YAML from 'yaml';
 import { startTestSftpServer, type SftpServerKind, type TestSftpServer } from '../test/harness/sftp-server.js';
 import { writeUsersCsv } from './generate.js';
-import { killCurrentChild, measure, tail, type Measurement } from './measure.js';
+import { killAllChildren, measure, tail, type Measurement } from './measure.js';
 import { summarizeCpuProfile, type ProfileSummary } from './profile.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url)); // dist/bench
@@ -131,7 +131,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     interrupted = true;
     process.stderr.write(`\nbench: ${sig}; stopping and cleaning up\n`);
-    void killCurrentChild()
+    void killAllChildren()
       .then(cleanupAll)
       .finally(() => process.exit(130));
   });
