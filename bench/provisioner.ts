@@ -110,7 +110,7 @@ export async function runCli(work: string, config: string, args: string[], o: Cl
     // not JSON: the problem below says why
   }
   let problem: string | null = null;
-  if (m.timedOut) problem = `stopped after the ${o.timeoutSeconds} s time-out (--timeout)`;
+  if (m.timedOut) problem = `timed out after ${o.timeoutSeconds} s (--timeout)`;
   else if (!(o.okCodes ?? [0]).includes(m.code ?? -1)) problem = `exited with ${m.code ?? m.signal}: ${lastLines(stderrFile)}`;
   return { m, json, stderrFile, problem };
 }

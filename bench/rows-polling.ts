@@ -108,7 +108,7 @@ export async function pollingRows(server: TestSftpServer, flags: Flags): Promise
         ratio: null,
         peakRssMiB: q.peakRssMiB,
         target: `<= ${MEMORY_FLAT}x the ${fmt(t)}-tenant peak`,
-        measured: `${rssRatio.toFixed(2)}x (${p.peakRssMiB} MiB)`,
+        measured: `${rssRatio.toFixed(2)}x of ${p.peakRssMiB} MiB`,
         pass: problems.length ? false : rssRatio <= MEMORY_FLAT,
         problems: [],
       });
