@@ -1,6 +1,8 @@
-// A realistic samegoal-users roster of any size, streamed to disk: rows are built a few
-// thousand at a time and written with back-pressure, so generating 5,000,000 rows holds no more
-// than one chunk in memory. Seeded, so the same N gives the same file on every machine.
+// Realistic rosters of any size, streamed to disk: rows are built a few thousand at a time and
+// written with back-pressure, so generating 5,000,000 rows holds no more than one chunk in
+// memory. Seeded, so the same N gives the same file on every machine.
+//  - samegoal-users (rows 1, 2): optionally with every 100th row's e-mail changed (a re-sync);
+//  - roster-students (row 4): with or without the PASSWORD column.
 import fs from 'node:fs';
 import { once } from 'node:events';
 
@@ -58,7 +60,7 @@ const emailPart = (s: string): string =>
 const csvCell = (s: string): string => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
 
 /** Row `i` (0-based) of the roster: valid for the samegoal-users kind, with a unique user_id. */
-function row(i: number, rand: () => number): string {
+function row(i: number, rand: () => number, changed: boolean): string {
   const first = FIRST[Math.floor(rand() * FIRST.length)];
   const last = rand() < 0.005 ? SUFFIXED[Math.floor(rand() * SUFFIXED.length)] : LAST[Math.floor(rand() * LAST.length)];
   const r = Math.floor(rand() * 1000);
@@ -66,15 +68,57 @@ function row(i: number, rand: () => number): string {
   const student = role === 'student';
   const id = `${student ? 'S' : 'E'}${String(i + 1).padStart(8, '0')}`;
   const domain = student ? DOMAINS[1 + Math.floor(rand() * 2)] : DOMAINS[0];
-  const email = `${emailPart(first)}.${emailPart(last)}${i + 1}@${domain}`;
+  // A changed row: the district gave the user a new e-mail address.
+  const email = `${emailPart(first)}.${emailPart(last)}${i + 1}${changed ? '.new' : ''}@${domain}`;
   const school = `SCH${String(100 + Math.floor(rand() * SCHOOLS)).padStart(4, '0')}`;
   const active = rand() < 0.97 ? '1' : '0';
   return `${id},${csvCell(first)},${csvCell(last)},${email},${role},${school},${active}\n`;
 }
 
-/** Writes the header and `rows` data rows to `file`; resolves with the file's size in bytes. */
-export async function writeUsersCsv(file: string, rows: number, seed = 20240901): Promise<number> {
+export interface UsersCsvOptions {
+  seed?: number;
+  /** Every `changeEvery`-th row (i % changeEvery === changeEvery - 1) gets a new e-mail; the rest are the same as without. */
+  changeEvery?: number;
+}
+
+/** Writes the header and `rows` data rows to `file`; resolves with its size and how many rows were changed. */
+export async function writeUsersCsv(file: string, rows: number, o: UsersCsvOptions = {}): Promise<{ bytes: number; changed: number }> {
+  const rand = prng(o.seed ?? 20240901);
+  let changed = 0;
+  const bytes = await writeLines(file, USERS_HEADER, rows, (i) => {
+    const change = o.changeEvery !== undefined && i % o.changeEvery === o.changeEvery - 1;
+    if (change) changed++;
+    return row(i, rand, change);
+  });
+  return { bytes, changed };
+}
+
+export const ROSTER_HEADER = 'STUDENT_ID,FIRST_NAME,LAST_NAME,GRADE,SITE_ID,EMAIL,PASSWORD';
+const GRADES = ['K', '1', '2', '3', '4', '5', '6', '7', '8', '9', '10', '11', '12'];
+const SITES = ['101', '102', '201', '202', '301'];
+
+/**
+ * A roster-students roster: strict CAPS headers in the schema's order, date passwords (a birth
+ * date, 2010-03-05) unless `withPassword` is false (then the PASSWORD column is left out).
+ */
+export async function writeRosterCsv(file: string, students: number, withPassword: boolean, seed = 20240902): Promise<number> {
   const rand = prng(seed);
+  const header = withPassword ? ROSTER_HEADER : ROSTER_HEADER.replace(/,PASSWORD$/, '');
+  return writeLines(file, header, students, (i) => {
+    const first = FIRST[Math.floor(rand() * FIRST.length)];
+    const last = LAST[Math.floor(rand() * LAST.length)];
+    const grade = GRADES[Math.floor(rand() * GRADES.length)];
+    const site = SITES[Math.floor(rand() * SITES.length)];
+    const born = new Date(Date.UTC(2007 + (12 - Math.min(12, GRADES.indexOf(grade))), Math.floor(rand() * 12), 1 + Math.floor(rand() * 28)));
+    const email = `${emailPart(first)}.${emailPart(last)}.${i + 1}@students.springfield-isd.example.org`;
+    const cells = [`ST${String(i + 1).padStart(6, '0')}`, csvCell(first), csvCell(last), grade, site, email];
+    if (withPassword) cells.push(born.toISOString().slice(0, 10));
+    return cells.join(',') + '\n';
+  });
+}
+
+/** Streams `header` and `count` lines made by `line(i)` to `file`; resolves with the bytes written. */
+async function writeLines(file: string, header: string, count: number, line: (i: number) => string): Promise<number> {
   const out = fs.createWriteStream(file, { highWaterMark: 1 << 20 });
   const failed = new Promise<never>((_, reject) => out.once('error', reject));
   failed.catch(() => undefined); // observed below via Promise.race
@@ -84,11 +128,11 @@ export async function writeUsersCsv(file: string, rows: number, seed = 20240901)
     if (!out.write(chunk)) await Promise.race([once(out, 'drain'), failed]);
   };
   try {
-    await write(USERS_HEADER + '\n');
-    for (let i = 0; i < rows; ) {
-      const end = Math.min(rows, i + ROWS_PER_WRITE);
+    await write(header + '\n');
+    for (let i = 0; i < count; ) {
+      const end = Math.min(count, i + ROWS_PER_WRITE);
       let chunk = '';
-      for (; i < end; i++) chunk += row(i, rand);
+      for (; i < end; i++) chunk += line(i);
       await write(chunk);
     }
     out.end();

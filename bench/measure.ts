@@ -22,6 +22,8 @@ export interface MeasureOptions {
   /** Files the child's stdout and stderr go to (never kept in memory). */
   stdoutFile: string;
   stderrFile: string;
+  /** Stop the child (its whole process group) after this long; the measurement says timedOut. */
+  timeoutSeconds?: number;
 }
 
 export interface Measurement {
@@ -29,6 +31,10 @@ export interface Measurement {
   code: number | null;
   signal: NodeJS.Signals | null;
   seconds: number;
+  /** Date.now() when it was spawned (to line up with timestamps the child records). */
+  startedAtMs: number;
+  /** Stopped because it ran past MeasureOptions.timeoutSeconds. */
+  timedOut: boolean;
   /** The figure to report: GNU time's when available, else the polled VmHWM. */
   peakRssBytes: number;
   rssSource: 'gnu-time' | 'proc';
@@ -38,18 +44,13 @@ export interface Measurement {
   polledTreeRssBytes: number;
 }
 
-/** The child currently running (leader of its own process group), so that a signal handler can stop it. */
-let current: { child: ChildProcess; closed: Promise<unknown> } | undefined;
+/** The children running now (each the leader of its own process group), so that a signal handler can stop them. */
+const running = new Set<{ child: ChildProcess; closed: Promise<unknown> }>();
 
-/**
- * Stops the running child and everything it started (GNU time's child, sftp's ssh): SIGTERM to
- * its process group, SIGKILL two seconds later (a CLI busy in a synchronous SQLite transaction
- * only dies of that). Resolves once it is gone.
- */
-export async function killCurrentChild(): Promise<void> {
-  const running = current;
-  if (!running?.child.pid) return;
-  const group = -running.child.pid;
+/** Stops one process group: SIGTERM, SIGKILL after `graceMs`; resolves once its leader is gone. */
+async function stopGroup(entry: { child: ChildProcess; closed: Promise<unknown> }, graceMs = 2000, first: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!entry.child.pid) return;
+  const group = -entry.child.pid;
   const signal = (name: NodeJS.Signals) => {
     try {
       process.kill(group, name);
@@ -57,14 +58,37 @@ export async function killCurrentChild(): Promise<void> {
       // already gone
     }
   };
-  signal('SIGTERM');
-  const timer = setTimeout(() => signal('SIGKILL'), 2000);
-  await running.closed.catch(() => undefined);
+  signal(first);
+  const timer = setTimeout(() => signal('SIGKILL'), graceMs);
+  await entry.closed.catch(() => undefined);
   clearTimeout(timer);
   signal('SIGKILL'); // anything in the group that outlived the leader
 }
 
+/**
+ * Stops every running child and everything it started (GNU time's child, sftp's ssh): SIGTERM to
+ * its process group, SIGKILL two seconds later (a CLI busy in a synchronous SQLite transaction
+ * only dies of that). Resolves once they are gone.
+ */
+export async function killAllChildren(): Promise<void> {
+  await Promise.all([...running].map((entry) => stopGroup(entry)));
+}
+
+/** A measured child that is still running: the daemon, while other commands talk to it. */
+export interface RunningChild {
+  pid: number | undefined;
+  /** Resolves when it exits, with its time and peak memory. */
+  result: Promise<Measurement>;
+  /** Sends `signal` to its process group (SIGKILL after `graceMs`); resolves with the measurement. */
+  stop(signal?: NodeJS.Signals, graceMs?: number): Promise<Measurement>;
+}
+
 export async function measure(command: string, args: string[], opts: MeasureOptions): Promise<Measurement> {
+  return start(command, args, opts).result;
+}
+
+/** Starts `command` in its own process group and measures it until it exits (or `timeoutSeconds`). */
+export function start(command: string, args: string[], opts: MeasureOptions): RunningChild {
   const useTime = existsSync(GNU_TIME);
   const timeFile = `${opts.stderrFile}.maxrss`;
   const [cmd, argv] = useTime ? [GNU_TIME, ['-f', '%M', '-o', timeFile, command, ...args]] : [command, args];
@@ -72,57 +96,86 @@ export async function measure(command: string, args: string[], opts: MeasureOpti
   const err = fs.openSync(opts.stderrFile, 'w');
   let hwm = 0;
   let tree = 0;
+  let timedOut = false;
+  const startedAtMs = Date.now();
   const started = performance.now();
-  try {
-    // Its own process group: a stop reaches the grandchildren too (see killCurrentChild).
-    const child = spawn(cmd, argv, { cwd: opts.cwd, env: opts.env, detached: true, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', out, err] });
-    const poll = () => {
-      if (child.pid === undefined) return;
-      let sum = 0;
-      for (const pid of processTree(child.pid)) {
-        const s = readStatus(pid);
-        if (!s) continue;
-        // Do not count GNU time itself as the measured command.
-        if (!(useTime && pid === child.pid)) hwm = Math.max(hwm, s.hwm);
-        sum += s.rss;
-      }
-      tree = Math.max(tree, sum);
-    };
-    const timer = setInterval(poll, POLL_MS);
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('close', (code, signal) => resolve({ code, signal }));
-    });
-    current = { child, closed: exited };
-    if (opts.stdin !== undefined) {
-      child.stdin?.on('error', () => undefined); // the child may exit without reading it all
-      child.stdin?.end(opts.stdin);
+  // Its own process group: a stop reaches the grandchildren too (see stopGroup).
+  const child = spawn(cmd, argv, { cwd: opts.cwd, env: opts.env, detached: true, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', out, err] });
+  const poll = () => {
+    if (child.pid === undefined) return;
+    let sum = 0;
+    for (const pid of processTree(child.pid)) {
+      const s = readStatus(pid);
+      if (!s) continue;
+      // Do not count GNU time itself as the measured command.
+      if (!(useTime && pid === child.pid)) hwm = Math.max(hwm, s.hwm);
+      sum += s.rss;
     }
-    poll();
-    let result: { code: number | null; signal: NodeJS.Signals | null };
+    tree = Math.max(tree, sum);
+  };
+  const timer = setInterval(poll, POLL_MS);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code, signal) => resolve({ code, signal }));
+  });
+  const entry = { child, closed: exited };
+  running.add(entry);
+  if (opts.stdin !== undefined) {
+    child.stdin?.on('error', () => undefined); // the child may exit without reading it all
+    child.stdin?.end(opts.stdin);
+  }
+  poll();
+  const deadline = opts.timeoutSeconds
+    ? setTimeout(() => {
+        timedOut = true;
+        void stopGroup(entry);
+      }, opts.timeoutSeconds * 1000)
+    : undefined;
+  const result = (async (): Promise<Measurement> => {
     try {
-      result = await exited;
+      const r = await exited;
+      const seconds = (performance.now() - started) / 1000;
+      const gnu = useTime ? readGnuTime(timeFile) : null;
+      return {
+        command: [command, ...args].join(' '),
+        ...r,
+        seconds,
+        startedAtMs,
+        timedOut,
+        peakRssBytes: gnu ?? hwm,
+        rssSource: gnu !== null ? 'gnu-time' : 'proc',
+        gnuTimeMaxRssBytes: gnu,
+        polledHwmBytes: hwm,
+        polledTreeRssBytes: tree,
+      };
     } finally {
       clearInterval(timer);
-      current = undefined;
+      if (deadline) clearTimeout(deadline);
+      running.delete(entry);
+      fs.closeSync(out);
+      fs.closeSync(err);
+      fs.rmSync(timeFile, { force: true });
     }
-    const seconds = (performance.now() - started) / 1000;
-    const gnu = useTime ? readGnuTime(timeFile) : null;
-    return {
-      command: [command, ...args].join(' '),
-      ...result,
-      seconds,
-      peakRssBytes: gnu ?? hwm,
-      rssSource: gnu !== null ? 'gnu-time' : 'proc',
-      gnuTimeMaxRssBytes: gnu,
-      polledHwmBytes: hwm,
-      polledTreeRssBytes: tree,
-    };
-  } finally {
-    fs.closeSync(out);
-    fs.closeSync(err);
-    fs.rmSync(timeFile, { force: true });
-  }
+  })();
+  result.catch(() => undefined); // observed by the caller
+  return {
+    pid: child.pid,
+    result,
+    async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000) {
+      if (!running.has(entry) || child.pid === undefined) return result;
+      // The command itself, not GNU time around it: time would die of SIGTERM and lose %M.
+      const target = useTime ? (processTree(child.pid)[1] ?? child.pid) : child.pid;
+      try {
+        process.kill(target, signal);
+      } catch {
+        // already gone
+      }
+      const timer = setTimeout(() => void stopGroup(entry), graceMs);
+      await result.catch(() => undefined);
+      clearTimeout(timer);
+      return result;
+    },
+  };
 }
 
 /** `pid` and all its descendants, via /proc/<pid>/task/<tid>/children. */

@@ -67,6 +67,12 @@ export interface TestSftpServerOptions {
   unprivileged?: boolean;
   /** OpenSSH only: the umask of the SFTP server (`internal-sftp -u`), e.g. '077' for a server that makes private files. */
   umask?: string;
+  /**
+   * OpenSSH only: MaxStartups and MaxSessions (default 100 each). Raise them for many
+   * connections at once (the benchmark's polling row opens one per tenant, dozens at a time).
+   */
+  maxStartups?: number;
+  maxSessions?: number;
 }
 
 /** The system user the unprivileged OpenSSH server logs in as. */
@@ -74,7 +80,7 @@ export const UNPRIVILEGED_USER = 'provisioner-sftp';
 
 export async function startTestSftpServer(kind: SftpServerKind, opts: TestSftpServerOptions = {}): Promise<TestSftpServer> {
   if ((opts.unprivileged || opts.umask) && kind !== 'openssh') throw new Error('only the OpenSSH test server can log in as an unprivileged user or take a umask');
-  return kind === 'openssh' ? startOpenSsh(opts.unprivileged === true, opts.umask) : startEmbedded();
+  return kind === 'openssh' ? startOpenSsh(opts) : startEmbedded();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -118,7 +124,8 @@ async function startEmbedded(): Promise<TestSftpServer> {
 // openssh
 // ---------------------------------------------------------------------------------------------
 
-async function startOpenSsh(unprivileged: boolean, umask?: string): Promise<TestSftpServer> {
+async function startOpenSsh(options: TestSftpServerOptions): Promise<TestSftpServer> {
+  const { unprivileged = false, umask } = options;
   if (umask !== undefined && !/^[0-7]{3,4}$/.test(umask)) throw new Error(`umask must be octal digits, not "${umask}"`);
   // sshd's privilege-separation directory; a fresh container may not have it.
   await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
@@ -139,7 +146,7 @@ async function startOpenSsh(unprivileged: boolean, umask?: string): Promise<Test
     }
     const hostKeyFingerprint = await fingerprintOf(`${hostKeyPath}.pub`);
 
-    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, umask });
+    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, umask, maxStartups: options.maxStartups ?? 100, maxSessions: options.maxSessions ?? 100 });
     return {
       kind: 'openssh',
       host: HOST,
@@ -209,7 +216,7 @@ async function fingerprintOf(publicKeyFile: string): Promise<string> {
   return fingerprint;
 }
 
-function sshdConfig(o: { port: number; root: string; hostKeyPath: string; authorizedKeysPath: string; pidFile: string; umask?: string }): string {
+function sshdConfig(o: SshdSpawnOptions & { port: number; pidFile: string }): string {
   const sftp = o.umask ? `internal-sftp -u ${o.umask}` : 'internal-sftp';
   return [
     `ListenAddress ${HOST}`,
@@ -228,8 +235,8 @@ function sshdConfig(o: { port: number; root: string; hostKeyPath: string; author
     'X11Forwarding no',
     'PermitTTY no',
     // Tests may open many connections at once; the default (10:30:100) drops some at random.
-    'MaxStartups 100',
-    'MaxSessions 100',
+    `MaxStartups ${o.maxStartups}`,
+    `MaxSessions ${o.maxSessions}`,
     'LogLevel INFO',
     `Subsystem sftp ${sftp}`,
     `ForceCommand ${sftp}`,
@@ -244,6 +251,8 @@ interface SshdSpawnOptions {
   hostKeyPath: string;
   authorizedKeysPath: string;
   umask?: string;
+  maxStartups: number;
+  maxSessions: number;
 }
 
 /** Starts sshd on a free port; retries with another port if the one picked was taken meanwhile. */
