@@ -4,6 +4,8 @@
 // template's job (handlebars `{{ }}`), never this module's.
 import type { ImportCounts, ImportStatus } from '../store/types.js';
 import type { EpochReport, FileReport } from './report.js';
+// Subject material stays on one printable line: a file name may hold a line break or an escape.
+import { oneLine } from '../text.js';
 
 /** An attachment left out of the mail because it was too large. */
 export interface OmittedAttachment {
@@ -234,8 +236,6 @@ function sumCounts(all: ImportCounts[]): ImportCounts {
 
 const plural = (n: number, word: string): string => (n === 1 ? word : `${word}s`);
 const trimPeriod = (s: string): string => s.trim().replace(/\.+$/, '');
-/** Subject material must stay on one line: a file name may hold a line break. */
-const oneLine = (s: string): string => s.replace(/[\r\n\t]+/g, ' ');
 
 function formatTime(iso: string): string {
   const d = new Date(iso);
