@@ -54,6 +54,8 @@ export interface FileImportResult {
   hold?: HoldCheck;
   /** check mode: where errors.csv was written. */
   errorsCsv?: string | null;
+  /** Milliseconds per step (parse+stage, finish, hold, hash, apply): where a slow file's time went. */
+  timings?: Record<string, number>;
 }
 
 const SAMPLE = 10;
@@ -93,6 +95,13 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     format: req.store.directory.stageFormat,
   };
   const keyColumn = req.kinds.get(req.kind, { sso: req.options.sso }).key;
+  const timings: Record<string, number> = {};
+  let mark = performance.now();
+  const step = (name: string) => {
+    const now = performance.now();
+    timings[name] = Math.round(now - mark);
+    mark = now;
+  };
   try {
     const summary = await parse(
       parseRequest,
@@ -105,6 +114,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
       },
       req.kinds,
     );
+    step('parseMs');
     const contentSha1 = summary.sha1;
     if (summary.rejected) {
       const message = summary.rejected;
@@ -126,6 +136,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
       }, req.kinds);
       await stage!.setDuplicateCells(cells);
     }
+    step('finishMs');
     const status: ImportStatus = staged.failed > 0 ? 'applied with errors' : 'applied';
     const options = applyOptions(req.options);
 
@@ -137,6 +148,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     }
 
     const hold = await stage!.holdCheck(options);
+    step('holdMs');
     if (hold?.exceeds && !req.release) {
       const counts = { ...emptyCounts(), rows: summary.rows, failed: staged.failed, deactivated: hold.missing };
       return recordHeld(req, { hold, counts, contentSha1, header: summary.header!, startedAt, sampleErrors: await firstErrors(stage!.errorRows()) });
@@ -147,16 +159,18 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     }
 
     await hashPasswords(req, stage!, parseRequest);
+    step('hashMs');
     const result = await stage!.apply({
       runId: req.runId, epoch: req.epoch, file: req.file, contentSha1, header: summary.header!, options,
       releaseHold: !!req.release, heldImportId: req.release?.heldImportId ?? null, content: req.content, startedAt,
     });
+    step('applyMs');
     if (result.status === 'applied before') return { ...fromImport(result.import), appliedBefore: true };
     if (result.status === 'held') {
       return recordHeld(req, { hold: result.hold, counts: result.counts, contentSha1, header: summary.header!, startedAt, sampleErrors: await firstErrors(stage!.errorRows()) });
     }
     const sampleErrors = (await req.store.imports.errors(result.importId, SAMPLE)).map((e) => formatProblems({ line: e.line, problems: [{ column: e.column ?? '', value: e.value ?? '', reason: e.reason }] }));
-    return { ...base, status: result.status, message: null, counts: result.counts, importId: result.importId, contentSha1, sampleErrors };
+    return { ...base, status: result.status, message: null, counts: result.counts, importId: result.importId, contentSha1, sampleErrors, timings };
   } finally {
     await stage?.close();
   }

@@ -147,7 +147,9 @@ async function processFile(ctx: RunContext, epoch: string, dir: string, name: st
   // Local names are ours: a remote name may be too long or strange for this file system.
   const local = path.join(ctx.workDir, `${epoch}-${index}.csv`);
   try {
+    const started = performance.now();
     await ctx.session.download(posix.join(dir, name), local);
+    const downloadMs = Math.round(performance.now() - started);
     const result = await importFile({
       store: deps.store, kinds: deps.kinds, hasher: deps.hasher, tenant: tenant.id, kind, options: tenant.options, encoding: tenant.encoding,
       maxRecordBytes: deps.config.limits.maxRecordBytes, digestKey: deps.digestKey, localPath: local, epoch, file: name, runId: ctx.runId,
@@ -155,6 +157,7 @@ async function processFile(ctx: RunContext, epoch: string, dir: string, name: st
     });
     if (result.appliedBefore) ctx.log.info({ epoch, file: printable(name) }, `${printable(name)} of epoch ${epoch} was applied before (import ${result.importId}); not applied again`);
     logFileResult(ctx, epoch, result);
+    ctx.log.debug({ epoch, file: printable(name), downloadMs, ...result.timings }, `${printable(name)}: download ${downloadMs} ms, ${Object.entries(result.timings ?? {}).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`).join(', ')}`);
     return result;
   } finally {
     fs.rmSync(local, { force: true });
