@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { HttpServer } from '../src/http/server.js';
 import { hashPassword } from '../src/import/passwords.js';
@@ -29,9 +29,6 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
 
   beforeEach(async (ctx) => {
     world = await World.start(kind, `http-${store}-${ctx.task.name}`, { store });
-    onTestFailed(() => {
-      process.stderr.write(`\n--- daemon output ---\n${daemon?.output()}\n`);
-    });
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     world.set('http', {
@@ -46,6 +43,8 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
     world.addTenant('lincoln', { schedule: NEVER_SOON, expectEveryHours: 1000 });
   });
   afterEach(async (ctx) => {
+    // (vitest runs afterEach before onTestFailed: the daemon's log is printed here.)
+    if (ctx.task.result?.state === 'fail' && daemon) process.stderr.write(`\n--- daemon output ---\n${daemon.output()}\n`);
     await daemon?.stop('SIGKILL');
     daemon = undefined;
     await world.stop(ctx.task.result?.state === 'fail');

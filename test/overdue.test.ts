@@ -4,7 +4,7 @@
 // applied; the next stop is a new episode with its own notice. A tenant that expects nothing is
 // never overdue.
 import PostalMime from 'postal-mime';
-import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { freePort, spawnDaemon, waitFor, type DaemonProcess } from './harness/daemon.js';
 import { HttpClient, parsePrometheus, sample } from './harness/http.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
@@ -27,12 +27,11 @@ describe.each(availableStores())(`overdue feeds on ${kind} sftp, %s`, (store) =>
   beforeEach(async (ctx) => {
     world = await World.start(kind, `overdue-${store}-${ctx.task.name}`, { store });
     smtp = await startTestSmtpServer();
-    onTestFailed(() => {
-      process.stderr.write(`\n--- daemon output ---\n${daemon?.output()}\n`);
-    });
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: smtp.url, operators: [OPS], retrySeconds: 1 });
   });
   afterEach(async (ctx) => {
+    // (vitest runs afterEach before onTestFailed: the daemon's log is printed here.)
+    if (ctx.task.result?.state === 'fail' && daemon) process.stderr.write(`\n--- daemon output ---\n${daemon.output()}\n`);
     await daemon?.stop('SIGKILL');
     daemon = undefined;
     await smtp.stop();

@@ -53,7 +53,10 @@ export function tone(status: unknown): string {
   }
 }
 
+const REASONS: Record<string, string> = { schedule: 'scheduled', now: 'run --now', trigger: 'run now', release: 'release', discard: 'discard' };
+
 hbs.registerHelper('when', (iso: unknown) => when(iso));
+hbs.registerHelper('reason', (r: unknown) => REASONS[String(r)] ?? String(r ?? ''));
 hbs.registerHelper('ago', (iso: unknown) => ago(iso));
 hbs.registerHelper('tone', (status: unknown) => tone(status));
 hbs.registerHelper('enc', (v: unknown) => encodeURIComponent(String(v ?? '')));

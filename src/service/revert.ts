@@ -97,7 +97,7 @@ function revertedOutcome(tenant: TenantConfig, target: ImportRow, actor: string,
       staleUploads: [],
       operators: false,
       headline: `${what} was undone: ${restored.length ? restored.join('; ') : 'no user needed a change'}.`,
-      summary: `${target.file} of ${target.epoch} undone`,
+      summary: `${target.file} undone`,
       finishedAt: new Date().toISOString(),
     },
   };
