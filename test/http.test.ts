@@ -26,18 +26,20 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
   let world: World;
   let daemon: DaemonProcess | undefined;
   let base: string;
+  let settings: Record<string, unknown>;
 
   beforeEach(async (ctx) => {
     world = await World.start(kind, `http-${store}-${ctx.task.name}`, { store });
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    world.set('http', {
+    settings = {
       listen: `127.0.0.1:${port}`,
       users: { alice: { passwordHash: await hashPassword('alice-pw'), role: 'operator' }, bob: { passwordHash: await hashPassword('bob-pw'), role: 'operator' }, victor: { passwordHash: await hashPassword('victor-pw'), role: 'viewer' } },
       proxyHeader: 'X-Forwarded-User',
       proxyRole: 'viewer',
       trustedProxies: ['127.0.0.1'],
-    });
+    };
+    world.set('http', settings);
     // Mail that cannot be delivered stays queued (the queue metrics have something to show).
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: `smtp://127.0.0.1:${await freePort()}`, timeoutSeconds: 2 });
     world.addTenant('lincoln', { schedule: NEVER_SOON, expectEveryHours: 1000 });
@@ -184,6 +186,40 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
     // The same header from a stranger does not make a cookie Secure (nor is believed).
     const plain = new HttpClient(base, { localAddress: '127.0.0.2', headers: { 'x-forwarded-proto': 'https' } });
     expect((await plain.login('alice', 'alice-pw')).setCookies.find((c) => c.startsWith('prov_session='))).not.toMatch(/Secure/);
+  });
+
+  it('works the same on every daemon of a cluster: a session made on one is good on the other, and their metrics agree', async () => {
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,teacher,100,1') });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(0);
+    await startDaemon();
+    // The second daemon reads the same configuration with another port (it is read once, at start).
+    const other = await freePort();
+    world.set('http', { ...settings, listen: `127.0.0.1:${other}` });
+    const second = spawnDaemon(world);
+    try {
+      const otherBase = `http://127.0.0.1:${other}`;
+      await waitFor('the second daemon', async () => (await new HttpClient(otherBase).get('/readyz').catch(() => null))?.status === 200, 20_000, 100);
+      const alice = new HttpClient(base);
+      expect((await alice.login('alice', 'alice-pw')).status).toBe(303);
+      const elsewhere = new HttpClient(otherBase);
+      elsewhere.cookies.set('prov_session', alice.cookies.get('prov_session')!);
+      const page = await elsewhere.get('/tenants/lincoln');
+      expect(page.status).toBe(200);
+      expect(page.text).toContain('alice');
+      // A form of one daemon's page is accepted by the other.
+      const run = await elsewhere.post('/tenants/lincoln/run', { _csrf: await alice.csrf('/tenants/lincoln/run') });
+      expect(run.status).toBe(303);
+      const storeBacked = (text: string) =>
+        parsePrometheus(text)
+          .samples.filter((x) => /^provisioner_(runs|imports|rows)_total$|^provisioner_mail_queue_depth$|^provisioner_tenant_last_success/.test(x.name))
+          .map((x) => `${x.name}${JSON.stringify(x.labels)} ${x.value}`)
+          .sort();
+      const [a, b] = await Promise.all([new HttpClient(base).get('/metrics'), new HttpClient(otherBase).get('/metrics')]);
+      expect(storeBacked(a.text).length).toBeGreaterThan(10);
+      expect(storeBacked(b.text)).toEqual(storeBacked(a.text));
+    } finally {
+      await second.stop('SIGKILL');
+    }
   });
 
   it('escapes whatever the data holds', async () => {

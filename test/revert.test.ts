@@ -117,6 +117,24 @@ describe.each(perStore)('revert on %s', (_label, kind, store) => {
     expect(world.query('SELECT detail FROM audit ORDER BY id DESC')[0].detail).toContain('(forced)');
   });
 
+  it('is no newer upload: a held full sync is still released after an undo, not superseded by it', async () => {
+    const ten = Array.from({ length: 10 }, (_, i) => u(`u${i}`));
+    world.addTenant('lincoln', { options: { fullSync: true, maxDeactivatePercent: 10 }, notify: { when: 'never' } });
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, ...ten) });
+    await runNow();
+    world.putEpoch('lincoln', '20240102-020000', { 'users.csv': csv(HEADER, u('u0', 'Renamed'), ...ten.slice(1)) });
+    await runNow();
+    const [, renamed] = importIds();
+    world.putEpoch('lincoln', '20240103-020000', { 'users.csv': csv(HEADER, ten[0]) });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(1); // held
+    expect((await world.cli(['revert', '--tenant', 'lincoln', String(renamed)])).code).toBe(0);
+    const held = JSON.parse((await world.cli(['status', '--tenant', 'lincoln', '--json'])).stdout)[0].held;
+    expect(held).toEqual([expect.objectContaining({ epoch: '20240103-020000', supersededBy: null })]);
+    const r = await world.cli(['release', '--tenant', 'lincoln', '20240103-020000']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(dbUsers(world, 'lincoln').filter((x) => Number(x.active)).map((x) => x.external_id)).toEqual(['u0']);
+  });
+
   it('restores a password as its previous hash', async () => {
     world.addTenant('jefferson', { files: { 'students.csv': 'roster-students' }, options: { overwritePassword: true } });
     world.putEpoch('jefferson', '20240101-020000', { 'students.csv': csv(ROSTER, 's1,Ann,Lee,5,101,s1@jefferson.example,alpha-1') });
