@@ -222,6 +222,29 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
     }
   });
 
+  it('resends a report as a copy, after confirmation, audited', async () => {
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,Ada,Lovelace,not-an-email,teacher,100,1') });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(1);
+    await startDaemon();
+    const [original] = world.query<{ id: number; subject: string }>('SELECT id, subject FROM mail_queue');
+    const alice = new HttpClient(base);
+    await alice.login('alice', 'alice-pw');
+    const tenantPage = await alice.get('/tenants/lincoln');
+    expect(tenantPage.text).toContain(`/tenants/lincoln/mail/${original.id}/resend`);
+    const confirm = await alice.get(`/tenants/lincoln/mail/${original.id}/resend`);
+    expect(confirm.status).toBe(200);
+    expect(confirm.text).toContain('it@lincoln.example');
+    const done = await alice.post(`/tenants/lincoln/mail/${original.id}/resend`, { _csrf: await alice.csrf(`/tenants/lincoln/mail/${original.id}/resend`) });
+    expect(done.status).toBe(200);
+    expect(done.text).toMatch(/was queued again as message \d+/);
+    const queued = world.query<{ subject: string; dedupe_key: string }>('SELECT subject, dedupe_key FROM mail_queue ORDER BY id');
+    expect(queued).toHaveLength(2);
+    expect(queued[1].subject).toBe(original.subject);
+    expect(world.query('SELECT actor, action, target, result FROM audit')).toEqual([{ actor: 'console:alice', action: 'resend', target: `mail ${original.id}`, result: 'queued' }]);
+    // Another tenant's message is not this tenant's to resend.
+    expect((await alice.get(`/tenants/nope/mail/${original.id}/resend`)).status).toBe(404);
+  });
+
   it('escapes whatever the data holds', async () => {
     world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u1,<script>alert(1)</script>,"<img src=x onerror=alert(2)>",x1@lincoln.example,teacher,100,1') });
     expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(0);

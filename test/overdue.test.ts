@@ -74,6 +74,11 @@ describe.each(availableStores())(`overdue feeds on ${kind} sftp, %s`, (store) =>
     expect(sample(samples, 'provisioner_tenant_overdue', { tenant: 'lincoln' })).toBe(1);
     expect(sample(samples, 'provisioner_tenant_overdue', { tenant: 'quiet' })).toBeUndefined();
 
+    // A run that finds nothing to take is no delivery: still overdue, still one notice.
+    const idle = await world.cli(['run', '--now', '--tenant', 'lincoln']);
+    expect(idle.stdout).toContain('nothing to do');
+    expect((await status('lincoln')).feed).toMatchObject({ overdue: true, lastSuccess: first.feed.lastSuccess });
+
     // Once per episode: the daemon looks every second and says nothing more.
     await new Promise((r) => setTimeout(r, 3000));
     expect(overdueMails()).toHaveLength(1);
