@@ -4,6 +4,7 @@
 // acting, a form without its CSRF token, an authenticating proxy's header from a trusted and an
 // untrusted address, Secure cookies behind TLS, signing out. Data is always escaped.
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -243,6 +244,20 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
     expect(world.query('SELECT actor, action, target, result FROM audit')).toEqual([{ actor: 'console:alice', action: 'resend', target: `mail ${original.id}`, result: 'queued' }]);
     // Another tenant's message is not this tenant's to resend.
     expect((await alice.get(`/tenants/nope/mail/${original.id}/resend`)).status).toBe(404);
+  });
+
+  it('stops at start-up, exit 2, when its port is taken', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as net.AddressInfo).port;
+      world.set('http', { ...settings, listen: `127.0.0.1:${port}` });
+      daemon = spawnDaemon(world);
+      expect(await daemon.exited).toBe(2);
+      expect(daemon.output()).toContain(`http.listen: cannot listen on 127.0.0.1:${port} (EADDRINUSE: something else listens there)`);
+    } finally {
+      await new Promise((r) => taken.close(r));
+    }
   });
 
   it('escapes whatever the data holds', async () => {

@@ -6,7 +6,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import cookie from '@fastify/cookie';
 import formbody from '@fastify/formbody';
 import type { Config } from '../config.js';
-import { errorMessage } from '../errors.js';
+import { ConfigError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import type { RunDeps } from '../worker/context.js';
@@ -95,7 +95,16 @@ export class HttpServer {
       if (status >= 500) this.log.error({ err: errorMessage(err), url: req.url }, `console: ${req.method} ${req.url} failed: ${errorMessage(err)}`);
       return this.errorPage(req, reply, status, status >= 500 ? 'Something went wrong on our side; the daemon log has the details.' : err.message);
     });
-    await app.listen({ host: http.listen.host, port: http.listen.port });
+    try {
+      await app.listen({ host: http.listen.host, port: http.listen.port });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') {
+        const why = { EADDRINUSE: 'something else listens there', EACCES: 'this user may not use that port', EADDRNOTAVAIL: 'this machine has no such address', ENOTFOUND: 'no such host' }[code];
+        throw new ConfigError(`http.listen: cannot listen on ${http.listen.host}:${http.listen.port} (${code}: ${why}); change http.listen or free the port`);
+      }
+      throw err;
+    }
     const addr = app.server.address();
     this.bound = typeof addr === 'object' && addr ? { host: http.listen.host, port: addr.port } : { ...http.listen };
     this.log.info({ listen: `${this.bound.host}:${this.bound.port}` }, `HTTP server listening on ${this.bound.host}:${this.bound.port} (/healthz, /readyz, /metrics, the console at /)`);
