@@ -10,14 +10,15 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { HttpServer } from '../src/http/server.js';
-import { hashPassword } from '../src/import/passwords.js';
+import { spawnSync } from 'node:child_process';
+import { hashPassword, verifyPassword } from '../src/import/passwords.js';
 import { silentLogger } from '../src/log.js';
 import { openStore } from '../src/store/open.js';
 import { freePort, spawnDaemon, waitFor, type DaemonProcess } from './harness/daemon.js';
 import { HttpClient, parsePrometheus, sample } from './harness/http.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { availableStores } from './harness/stores.js';
-import { csv, World } from './harness/world.js';
+import { CLI, csv, World } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 const NEVER_SOON = '0 0 1 1 *';
@@ -314,5 +315,19 @@ describe('readiness', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('hash-password', () => {
+  it('reads the password on standard input and prints a hash an account signs in with', async () => {
+    const r = spawnSync(process.execPath, [CLI, 'hash-password'], { input: 'correct horse battery\n', encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const hash = r.stdout.trim();
+    expect(hash).toMatch(/^\$scrypt\$ln=14,r=8,p=1\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/);
+    expect(await verifyPassword('correct horse battery', hash)).toBe(true);
+    expect(await verifyPassword('correct horse', hash)).toBe(false);
+    const empty = spawnSync(process.execPath, [CLI, 'hash-password'], { input: '', encoding: 'utf8' });
+    expect(empty.status).toBe(2);
+    expect(empty.stderr).toContain('no password on standard input');
   });
 });
