@@ -93,11 +93,6 @@ export class Daemon {
     return this.state === 'running' && this.ready;
   }
 
-  /** Where the HTTP server listens (tests: a port of 0 is chosen by the system). */
-  get httpAddress(): { host: string; port: number } | null {
-    return this.http?.address ?? null;
-  }
-
   /**
    * Runs `fn` when no run of `tenant` (and no other console action on it) is in hand in this
    * process, and keeps them from starting until it is done. Refused once the daemon stops.
