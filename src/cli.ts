@@ -72,6 +72,33 @@ export function buildProgram(setExit: (code: number) => void): Command {
   }
 
   program
+    .command('revert')
+    .description('undo an import: every user it changed gets its previous values back (deactivations, archives and passwords included), as a new import in your name; the district is told')
+    .argument('<importId>', 'the import to undo (`provisioner status --tenant ID --json` lists them, as does the console)')
+    .requiredOption('-t, --tenant <id>', 'tenant id')
+    .option('--force', 'undo it even though a later import changed some of the same users (their newer values are overwritten)')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      '\nUsers the import created are deactivated (never deleted). Refused, with the reason, when a later import changed' +
+        '\nthe same users, when it was undone already, or when it changed nobody (held, rejected, discarded).' +
+        '\n\nExit codes: 0 undone, 1 refused, 2 usage error (no such import of the tenant), 3 failed.',
+    )
+    .action(async (importId: string, opts: { tenant: string; force?: boolean; json?: boolean }) => {
+      const { revertCommand } = await import('./commands/revert.js');
+      setExit(await revertCommand(importId, { config: cfg(), ...opts }));
+    });
+
+  program
+    .command('hash-password')
+    .description('read a password on standard input and print its scrypt hash, for http.users.<name>.passwordHash in the configuration')
+    .addHelpText('after', '\nExample: printf %s "$PASSWORD" | provisioner hash-password\nOn a terminal the password is asked for and not shown.')
+    .action(async () => {
+      const { hashPasswordCommand } = await import('./commands/hash-password.js');
+      setExit(await hashPasswordCommand());
+    });
+
+  program
     .command('users')
     .description("show a tenant's user directory as it stands")
     .requiredOption('-t, --tenant <id>', 'tenant id')

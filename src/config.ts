@@ -2,6 +2,7 @@
 // schemas/config.schema.json, defaults applied, turned into one typed object. Every problem is
 // collected and reported at once as `path: message`, so an operator fixes them in one go.
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
@@ -48,6 +49,8 @@ export interface TenantConfig {
   timezone: string;
   settleSeconds: number;
   staleAfterHours: number;
+  /** An upload is expected at least this often; none applied for longer is a feed that stopped (overdue). */
+  expectEveryHours?: number;
   sftp: SftpSettings;
   paths: { upload: string; bak: string; tmp: string; failed: string; log?: string };
   /** File name or glob -> file kind. */
@@ -56,6 +59,20 @@ export interface TenantConfig {
   encoding: string;
   options: ImportOptions;
   notify: { to: string[]; replyTo?: string; when: 'failures' | 'always' | 'never'; templates?: string };
+}
+
+export type ConsoleRole = 'viewer' | 'operator';
+
+/** Health, metrics and the console, served by the daemon. */
+export interface HttpConfig {
+  listen: { host: string; port: number };
+  /** Console accounts: name -> scrypt hash (`provisioner hash-password`) and role. */
+  users: Record<string, { passwordHash: string; role: ConsoleRole }>;
+  /** An authenticating proxy's user header (lower case), believed only from trustedProxies. */
+  proxyHeader?: string;
+  proxyRole: ConsoleRole;
+  trustedProxies: string[];
+  sessionHours: number;
 }
 
 export interface Config {
@@ -74,6 +91,8 @@ export interface Config {
   passwordDigest: { key?: string; keyFile?: string; defaultFile?: string };
   log: { level: string; format: 'auto' | 'pretty' | 'json' };
   mail: { from: string; smtp?: string; outbox: string; operators: string[]; timeoutSeconds: number; retrySeconds?: number };
+  /** Absent: the daemon serves no HTTP at all. */
+  http?: HttpConfig;
   tenants: TenantConfig[];
 }
 
@@ -231,7 +250,8 @@ interface RawConfig {
   passwordDigestKeyFile?: string;
   log?: { level?: string; format?: 'auto' | 'pretty' | 'json' };
   mail?: { from: string; smtp?: string; outbox?: string; operators?: string[]; timeoutSeconds?: number; retrySeconds?: number };
-  defaults?: Partial<Record<keyof typeof DEFAULTS, string | number>>;
+  http?: { listen: string; users?: HttpConfig['users']; proxyHeader?: string; proxyRole?: ConsoleRole; trustedProxies?: string[]; sessionHours?: number };
+  defaults?: Partial<Record<keyof typeof DEFAULTS, string | number>> & { expectEveryHours?: number };
   tenants: Record<string, RawTenant>;
 }
 
@@ -242,6 +262,7 @@ interface RawTenant {
   timezone?: string;
   settleSeconds?: number;
   staleAfterHours?: number;
+  expectEveryHours?: number;
   sftp: Omit<SftpSettings, 'port' | 'timeoutSeconds'> & { port?: number; timeoutSeconds?: number };
   paths?: Partial<TenantConfig['paths']>;
   files: Record<string, string>;
@@ -271,6 +292,7 @@ function normalize(raw: RawConfig, file: string): Config {
       timezone: t.timezone ?? d.timezone,
       settleSeconds: t.settleSeconds ?? d.settleSeconds,
       staleAfterHours: t.staleAfterHours ?? d.staleAfterHours,
+      expectEveryHours: t.expectEveryHours ?? raw.defaults?.expectEveryHours,
       sftp: {
         ...t.sftp,
         port: t.sftp.port ?? 22,
@@ -315,7 +337,20 @@ function normalize(raw: RawConfig, file: string): Config {
       timeoutSeconds: raw.mail?.timeoutSeconds ?? 30,
       retrySeconds: raw.mail?.retrySeconds ?? 30,
     },
+    http: raw.http ? httpConfig(raw.http) : undefined,
     tenants,
+  };
+}
+
+function httpConfig(raw: NonNullable<RawConfig['http']>): HttpConfig {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(raw.listen)!; // the schema's pattern
+  return {
+    listen: { host: m[1] ?? m[2], port: Number(m[3]) },
+    users: raw.users ?? {},
+    proxyHeader: raw.proxyHeader?.toLowerCase(),
+    proxyRole: raw.proxyRole ?? 'viewer',
+    trustedProxies: raw.trustedProxies ?? [],
+    sessionHours: raw.sessionHours ?? 8,
   };
 }
 
@@ -351,6 +386,16 @@ function semanticProblems(config: Config): string[] {
     }
     if ((t.notify.when !== 'never') && t.notify.to.length === 0) {
       problems.push(`${at}.notify.to: give at least one address (or set notify.when: never)`);
+    }
+  }
+  if (config.http) {
+    const h = config.http;
+    if (h.listen.port > 65535) problems.push(`http.listen: port ${h.listen.port} is not a TCP port (1-65535)`);
+    for (const [i, ip] of h.trustedProxies.entries()) {
+      if (!net.isIP(ip)) problems.push(`http.trustedProxies[${i}]: "${ip}" is not an IP address (the proxy's address as this machine sees it)`);
+    }
+    if (h.proxyHeader && h.trustedProxies.length === 0) {
+      problems.push('http.proxyHeader: list the proxy\'s address in http.trustedProxies; the header is believed from nobody else');
     }
   }
   return problems;

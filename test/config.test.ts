@@ -36,6 +36,8 @@ describe('configuration', () => {
       ...Object.keys(schema.definitions.tenantDefaults.properties),
       ...Object.keys(schema.properties.mail.properties),
       ...Object.keys(schema.definitions.tenant.properties.notify.properties),
+      ...Object.keys(schema.properties.http.properties),
+      ...Object.keys(schema.properties.http.properties.users.additionalProperties.properties),
     ];
     for (const key of keys) expect(text, `config.example.yaml should mention ${key}`).toMatch(new RegExp(`\\b${key}:`));
   });
@@ -88,6 +90,54 @@ tenants:
         'tenants.ok.loose: must be one of auto, all, keep',
       ]),
     );
+  });
+
+  it('reads the http section: listen, accounts, the proxy, and what is wrong with them', () => {
+    const base = `
+database: ./x.db
+tenants:
+  a:
+    expectEveryHours: 26
+    sftp: { host: h, username: u, password: p }
+    files: { users.csv: samegoal-users }
+    notify: { when: never }
+`;
+    const none = parseConfig(base, 'c.yaml', {});
+    expect(none.http).toBeUndefined();
+    expect(none.tenants[0].expectEveryHours).toBe(26);
+    const hash = '$scrypt$ln=14,r=8,p=1$c2FsdA$aGFzaA';
+    const config = parseConfig(
+      `${base}http:\n  listen: "127.0.0.1:8080"\n  users: { alice: { passwordHash: "${hash}", role: operator } }\n  proxyHeader: X-Forwarded-User\n  trustedProxies: [10.0.0.5]\n`,
+      'c.yaml',
+      {},
+    );
+    expect(config.http).toEqual({
+      listen: { host: '127.0.0.1', port: 8080 },
+      users: { alice: { passwordHash: hash, role: 'operator' } },
+      proxyHeader: 'x-forwarded-user',
+      proxyRole: 'viewer',
+      trustedProxies: ['10.0.0.5'],
+      sessionHours: 8,
+    });
+    expect(parseConfig(`${base}http: { listen: "[::1]:9090" }\n`, 'c.yaml', {}).http?.listen).toEqual({ host: '::1', port: 9090 });
+    const problems = problemsOf(() =>
+      parseConfig(`${base}http:\n  listen: "8080"\n  users: { bob: { passwordHash: secret, role: admin } }\n  proxyHeader: X-User\n`, 'c.yaml', {}),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'http.listen: must match ^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$',
+        'http.users.bob.passwordHash: must match ^\\$scrypt\\$',
+        'http.users.bob.role: must be one of viewer, operator',
+      ]),
+    );
+    const semantic = problemsOf(() => parseConfig(`${base}http:\n  listen: "0.0.0.0:99999"\n  proxyHeader: X-User\n  trustedProxies: [proxy.example]\n`, 'c.yaml', {}));
+    expect(semantic).toEqual([
+      'http.listen: port 99999 is not a TCP port (1-65535)',
+      'http.trustedProxies[0]: "proxy.example" is not an IP address (the proxy\'s address as this machine sees it)',
+    ]);
+    expect(problemsOf(() => parseConfig(`${base}http:\n  listen: "0.0.0.0:8080"\n  proxyHeader: X-User\n`, 'c.yaml', {}))).toEqual([
+      "http.proxyHeader: list the proxy's address in http.trustedProxies; the header is believed from nobody else",
+    ]);
   });
 
   it('checks cron expressions, time zones, kinds and credentials', () => {

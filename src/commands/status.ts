@@ -3,6 +3,7 @@
 // completed or were set aside, queued and failed mail), the daemons, and recent imports.
 import Table from 'cli-table3';
 import { openApp, selectTenants } from '../app.js';
+import { feedTimes } from '../service/overdue.js';
 import { liveDaemons, tenantStatus, type LiveDaemon, type TenantStatus } from '../service/status.js';
 import { printable } from '../text.js';
 
@@ -11,7 +12,8 @@ export async function statusCommand(flags: { config?: string; tenant?: string[];
   try {
     const daemons = await liveDaemons(app.store);
     const statuses: TenantStatus[] = [];
-    for (const t of selectTenants(app.config, flags.tenant)) statuses.push(await tenantStatus(app.store, t, daemons));
+    const times = await feedTimes(app.store);
+    for (const t of selectTenants(app.config, flags.tenant)) statuses.push(await tenantStatus(app.store, t, daemons, 20, times));
     if (flags.json) {
       process.stdout.write(JSON.stringify(statuses, null, 2) + '\n');
       return 0;
@@ -50,7 +52,7 @@ function renderStatus(statuses: TenantStatus[], daemons: LiveDaemon[]): string {
     overview.push([
       s.tenant,
       r ? `${when(r.startedAt)} (${r.reason})` : 'never',
-      r ? r.status : '',
+      (r ? r.status : '') + (s.feed.overdue ? ' (overdue)' : ''),
       s.enabled ? `${when(s.nextRun)}${s.daemon.running ? '' : ' (daemon down)'}` : 'disabled',
       pending || '-',
       s.held.length || '-',
@@ -62,6 +64,9 @@ function renderStatus(statuses: TenantStatus[], daemons: LiveDaemon[]): string {
   for (const s of statuses) {
     const notes: string[] = [];
     if (s.lastRun?.message) notes.push(`last run: ${printable(s.lastRun.message)}`);
+    if (s.feed.overdue) {
+      notes.push(`overdue: ${s.feed.lastSuccess ? `no upload applied since ${when(s.feed.lastSuccess)}` : 'no upload ever applied'}; one is expected every ${s.feed.expectEveryHours} hours (the operators were told)`);
+    }
     for (const h of s.held) {
       notes.push(
         h.supersededBy !== null
@@ -75,6 +80,7 @@ function renderStatus(statuses: TenantStatus[], daemons: LiveDaemon[]): string {
     for (const c of s.pending.claimed) notes.push(`claimed: ${c.epoch} by ${c.owner} until ${when(c.expiresAt)} (being processed; if that worker stopped, the next run recovers it)`);
     if (s.queuedMail.queued) notes.push(`mail: ${s.queuedMail.queued} queued since ${when(s.queuedMail.oldestQueuedAt)}${s.queuedMail.lastError ? `; last error: ${s.queuedMail.lastError}` : ''}`);
     if (s.queuedMail.failed) notes.push(`mail: ${s.queuedMail.failed} failed (the mail server refused it${s.queuedMail.lastError ? `: ${s.queuedMail.lastError}` : ''})`);
+    for (const a of s.audit.slice(0, 3)) notes.push(`by hand: ${when(a.at)} ${a.actor} ${a.action} ${a.target ?? ''}: ${a.result}${a.detail ? ` (${printable(a.detail)})` : ''}`);
     if (!notes.length && !s.imports.length) continue;
     out.push('', `${s.name} (${s.tenant}) — "${s.schedule}" ${s.timezone}`);
     for (const n of notes) out.push(`  ${n}`);

@@ -31,6 +31,9 @@ export interface EpochReport {
   bakPath: string | null;
   /** Sentences for the district: a reused epoch name, where the upload went and why, a release. */
   notes?: string[];
+  /** The status line and subject summary, when the files do not say it (an undo, an overdue feed). */
+  headline?: string | null;
+  summary?: string | null;
 }
 
 export interface RenderedMail {
@@ -63,6 +66,17 @@ export function renderReport(
   const text = renderPart('text', view, templatesOverride, problems);
   const html = renderPart('html', view, templatesOverride, problems);
   return problems.length ? { subject, text, html, problems } : { subject, text, html };
+}
+
+/**
+ * The operators' notice of a tenant (a feed that stopped): our own templates (notice.*.hbs),
+ * never a tenant's, as the district does not get it.
+ */
+export function renderNotice(report: EpochReport): RenderedMail {
+  const view = buildView(report);
+  const problems: string[] = [];
+  const subject = renderPart('subject', view, undefined, problems, 'notice').replace(/\s+/g, ' ').trim();
+  return { subject, text: renderPart('text', view, undefined, problems, 'notice'), html: renderPart('html', view, undefined, problems, 'notice') };
 }
 
 /** failures: anything not cleanly applied, or an upload that never completed. */

@@ -9,7 +9,10 @@ import { templatesDir } from '../paths.js';
 export type TemplatePart = 'subject' | 'text' | 'html';
 export const TEMPLATE_PARTS: readonly TemplatePart[] = ['subject', 'text', 'html'];
 
-export const templateFile = (part: TemplatePart): string => `report.${part}.hbs`;
+/** `report` is the district's report (a tenant may override it); `notice` the operators' notices. */
+export type TemplateSet = 'report' | 'notice';
+
+export const templateFile = (part: TemplatePart, set: TemplateSet = 'report'): string => `${set}.${part}.hbs`;
 
 type Compiled = Handlebars.TemplateDelegate<unknown>;
 
@@ -40,9 +43,9 @@ function load(file: string, part: TemplatePart): Compiled | undefined {
  * Renders one part. A broken tenant template must not stop an import (reports are queued
  * inside the import's transaction), so it falls back to the shipped one and says why.
  */
-export function renderPart(part: TemplatePart, data: object, override: string | undefined, problems: string[]): string {
+export function renderPart(part: TemplatePart, data: object, override: string | undefined, problems: string[], set: TemplateSet = 'report'): string {
   if (override) {
-    const file = path.join(override, templateFile(part));
+    const file = path.join(override, templateFile(part, set));
     try {
       const fn = load(file, part);
       if (fn) return fn(data);
@@ -50,8 +53,8 @@ export function renderPart(part: TemplatePart, data: object, override: string | 
       problems.push(`${file}: ${(err as Error).message.split('\n')[0]}; the built-in template was used`);
     }
   }
-  const shipped = load(path.join(templatesDir(), templateFile(part)), part);
-  if (!shipped) throw new Error(`the built-in template ${templateFile(part)} is missing from ${templatesDir()}`);
+  const shipped = load(path.join(templatesDir(), templateFile(part, set)), part);
+  if (!shipped) throw new Error(`the built-in template ${templateFile(part, set)} is missing from ${templatesDir()}`);
   return shipped(data);
 }
 

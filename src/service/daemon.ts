@@ -4,6 +4,11 @@
 // up, and a stop that finishes (or hands back) what it holds. Several daemons may share one
 // PostgreSQL store: the store decides which one runs each tick and each trigger.
 //
+// With `http` in the configuration it also serves health, metrics and the console (src/http),
+// started and stopped with it. Console actions that touch a tenant's directory or uploads
+// (release, discard, undo) run through exclusive(): never beside a run of that tenant here, and
+// the tenant lease keeps them apart from every other process.
+//
 // Usable in-process (tests) as well as from `provisioner run`: start() and stop() are
 // idempotent, and the daemon never closes the store it was given.
 import os from 'node:os';
@@ -17,7 +22,9 @@ import { emptyResult } from '../worker/context.js';
 import { ownerIsGone, processId } from '../worker/identity.js';
 import { runTenant } from '../worker/run-tenant.js';
 import { Semaphore } from '../worker/runner.js';
+import { HttpServer } from '../http/server.js';
 import { deliverMail, recoverLeftovers } from './housekeeping.js';
+import { noticeOverdue } from './overdue.js';
 import { RunQueue, type Job } from './run-queue.js';
 import { Scheduler } from './schedule.js';
 import { HEARTBEAT_STALE_MS } from './status.js';
@@ -58,6 +65,11 @@ export class Daemon {
   private stopping: Promise<void> | undefined;
   private mailPass: Promise<void> | undefined;
   private polling = false;
+  private ready = false;
+  private http: HttpServer | undefined;
+  /** Per tenant, the tail of the runs and console actions that must not overlap. */
+  private readonly tenantTurns = new Map<string, Promise<unknown>>();
+  private readonly actions = new Set<Promise<unknown>>();
 
   constructor(
     private readonly deps: DaemonDeps,
@@ -74,6 +86,34 @@ export class Daemon {
 
   get isRunning(): boolean {
     return this.state === 'running';
+  }
+
+  /** Started up and taking work: what /readyz reports (with the store's reachability). */
+  get isReady(): boolean {
+    return this.state === 'running' && this.ready;
+  }
+
+  /**
+   * Runs `fn` when no run of `tenant` (and no other console action on it) is in hand in this
+   * process, and keeps them from starting until it is done. Refused once the daemon stops.
+   */
+  exclusive<T>(tenant: string, fn: () => Promise<T>): Promise<T> {
+    if (this.state !== 'running') return Promise.reject(new Error('the daemon is stopping; try again on another daemon or once it is back'));
+    const p = this.inTurn(tenant, fn);
+    this.actions.add(p);
+    void p.catch(() => {}).finally(() => this.actions.delete(p));
+    return p;
+  }
+
+  private inTurn<T>(tenant: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.tenantTurns.get(tenant) ?? Promise.resolve();
+    const mine = before.catch(() => {}).then(fn);
+    const tail = mine.catch(() => {});
+    this.tenantTurns.set(tenant, tail);
+    void tail.then(() => {
+      if (this.tenantTurns.get(tenant) === tail) this.tenantTurns.delete(tenant);
+    });
+    return mine;
   }
 
   /** Next scheduled run per served tenant. */
@@ -96,6 +136,11 @@ export class Daemon {
 
   private async startUp(): Promise<void> {
     const { store, config } = this.deps;
+    if (config.http) {
+      // First: a port already taken stops the start-up before anything is registered.
+      this.http = new HttpServer({ config, store, log: this.deps.log, daemon: this, runDeps: () => this.deps.runDeps({ processing: this.processing }) });
+      await this.http.start();
+    }
     await store.daemons.register({ owner: processId, host: os.hostname(), pid: process.pid, tenants: [...this.served.keys()] });
     await recoverLeftovers(this.deps);
     await this.recoverTriggers();
@@ -122,6 +167,7 @@ export class Daemon {
         schedule.slice(0, 10).map((s) => `${s.tenant} next at ${s.nextRun ?? 'never'} ("${s.schedule}" ${s.timezone})`).join('; ') +
         (schedule.length > 10 ? `; … ${schedule.length - 10} more` : ''),
     );
+    this.ready = true;
     await this.pollTriggers();
     this.retryMail();
   }
@@ -151,7 +197,9 @@ export class Daemon {
     }
     this.abort.abort();
     await this.queue.idle();
+    await Promise.allSettled([...this.actions]);
     await this.mailPass;
+    await this.safely('stop the HTTP server', async () => this.http?.stop());
     await this.safely('unregister', () => store.daemons.unregister(processId));
     this.state = 'stopped';
     this.log.info('daemon stopped');
@@ -182,13 +230,15 @@ export class Daemon {
     // A trigger is an explicit request: wait for a `run --now` elsewhere rather than drop it.
     const opts = { reason: job.reason, force: false, dryRun: false, signal, waitForLockSeconds: job.reason === 'trigger' ? this.deps.config.leaseSeconds : 0 };
     let result: TenantRunResult;
+    const started = performance.now();
     try {
-      result = await runTenant(this.deps.runDeps({ processing: this.processing }), tenant, opts);
+      result = await this.inTurn(tenant.id, () => runTenant(this.deps.runDeps({ processing: this.processing }), tenant, opts));
     } catch (err) {
       // runTenant records its own failures; this is the store itself failing.
       this.log.error({ tenant: tenant.id, err: errorMessage(err) }, `run of ${tenant.id} failed: ${errorMessage(err)}`);
       result = { ...emptyResult(tenant.id), status: 'failed', message: errorMessage(err) };
     }
+    if (result.status !== 'busy') this.http?.metrics.observeRun(result.status, (performance.now() - started) / 1000);
     if (result.status === 'busy') this.log.info({ tenant: tenant.id }, result.message ?? `${tenant.id} is busy`);
     if (job.triggers.length) {
       const handBack = signal.aborted && (result.status === 'interrupted' || result.status === 'busy');
@@ -231,10 +281,18 @@ export class Daemon {
     }
   }
 
-  /** Reports a crash left unreported, then sends mail that is due: an SMTP outage heals by itself. */
+  /**
+   * Notices feeds that stopped, reports a crash left unreported, then sends mail that is due: an
+   * SMTP outage heals by itself.
+   */
   private retryMail(): void {
     if (this.state !== 'running' || this.mailPass) return;
-    this.mailPass = recoverLeftovers(this.deps)
+    this.mailPass = noticeOverdue(this.deps.store, [...this.served.values()])
+      .then((noticed) => {
+        if (noticed.length) this.log.warn({ tenants: noticed }, `feed overdue: ${noticed.join(', ')}; the operators are told`);
+      })
+      .catch((err) => this.log.warn({ err: errorMessage(err) }, `overdue check: ${errorMessage(err)}`))
+      .then(() => recoverLeftovers(this.deps))
       .then(() => deliverMail(this.deps))
       .catch((err) => this.log.warn({ err: errorMessage(err) }, `mail pass: ${errorMessage(err)}`))
       .finally(() => {

@@ -2,12 +2,16 @@
 // configuration: status never connects to an SFTP host, so it works from any machine that has
 // the database.
 import type { TenantConfig } from '../config.js';
-import type { DaemonInfo, HeldUpload, ImportCounts, MailQueueSummary, RunSummary, Store } from '../store/types.js';
+import type { AuditEntry, DaemonInfo, HeldUpload, ImportCounts, MailQueueSummary, RunSummary, Store } from '../store/types.js';
 import { ownerIsGone } from '../worker/identity.js';
+import { feedOf, feedTimes, type FeedStatus, type FeedTimes } from './overdue.js';
 import { nextRunOf } from './schedule.js';
 
 export interface ImportSummary extends ImportCounts {
   id: number;
+  /** For an undo: the import it undid. */
+  revertsImportId: number | null;
+  actor: string | null;
   epoch: string;
   file: string;
   kind: string | null;
@@ -43,6 +47,10 @@ export interface TenantStatus {
   /** Uploads that failed and stay set aside until they change, and links that are never followed. */
   setAside: { path: string; reason: string; at: string }[];
   queuedMail: MailQueueSummary;
+  /** When the last upload was applied, and whether that is longer ago than the tenant expects. */
+  feed: FeedStatus;
+  /** What people did by hand (release, discard, undo, run now, resend), newest first. */
+  audit: AuditEntry[];
   daemon: { running: boolean; owner: string | null; host: string | null; since: string | null; heartbeatAt: string | null };
 }
 
@@ -56,9 +64,10 @@ export async function liveDaemons(store: Store): Promise<LiveDaemon[]> {
   return Promise.all(live.map(async (d) => ({ ...d, inHand: await store.leases.tenantsHeldBy(d.owner) })));
 }
 
-export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: LiveDaemon[], recent = 20): Promise<TenantStatus> {
+/** `times`: feedTimes(store), read once when asking about many tenants. */
+export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: LiveDaemon[], recent = 20, times?: FeedTimes): Promise<TenantStatus> {
   const daemon = daemons.find((d) => d.tenants.includes(tenant.id));
-  const [lastRun, imports, triggers, claims, held, stale, setAside, queuedMail] = await Promise.all([
+  const [lastRun, imports, triggers, claims, held, stale, setAside, queuedMail, audit, feeds] = await Promise.all([
     store.runs.last(tenant.id),
     store.imports.recent(tenant.id, recent),
     store.triggers.pending(tenant.id),
@@ -67,6 +76,8 @@ export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: 
     store.uploads.stale(tenant.id),
     store.uploads.setAsideList(tenant.id),
     store.mail.summary(tenant.id),
+    store.audit.recent({ tenant: tenant.id, limit: recent }),
+    times ?? feedTimes(store),
   ]);
   return {
     tenant: tenant.id,
@@ -77,7 +88,8 @@ export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: 
     nextRun: nextRunOf(tenant)?.toISOString() ?? null,
     lastRun,
     imports: imports.map((r) => ({
-      id: r.id, epoch: r.epoch, file: r.file, kind: r.kind, status: r.status, message: r.message, ...r.counts, startedAt: r.startedAt, finishedAt: r.finishedAt,
+      id: r.id, revertsImportId: r.revertsImportId, actor: r.actor, epoch: r.epoch, file: r.file, kind: r.kind, status: r.status, message: r.message, ...r.counts,
+      startedAt: r.startedAt, finishedAt: r.finishedAt,
     })),
     pending: { triggers: triggers.length, claimed: claims.map((c) => ({ epoch: c.epoch, owner: c.owner, expiresAt: c.expiresAt })) },
     settling: lastRun?.settling ?? [],
@@ -85,6 +97,8 @@ export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: 
     stale,
     setAside,
     queuedMail,
+    feed: feedOf(tenant, feeds),
+    audit,
     daemon: { running: !!daemon, owner: daemon?.owner ?? null, host: daemon?.host ?? null, since: daemon?.startedAt ?? null, heartbeatAt: daemon?.heartbeatAt ?? null },
   };
 }

@@ -48,6 +48,7 @@ export function importRow(r: Row): ImportRow {
     actor: str(r.actor),
     header: json<string[] | null>(r.header, null),
     heldImportId: numOrNull(r.held_import_id),
+    revertsImportId: numOrNull(r.reverts_import_id),
     startedAt: iso(r.started_at),
     finishedAt: iso(r.finished_at),
   };

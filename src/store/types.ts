@@ -40,6 +40,8 @@ export interface ImportRow {
   header: string[] | null;
   /** For a release: the held import it applied; for discarded/superseded: the held import. */
   heldImportId: number | null;
+  /** For an undo: the import it undid. */
+  revertsImportId: number | null;
   startedAt: string;
   finishedAt: string;
 }
@@ -103,6 +105,7 @@ export interface Store {
   readonly daemons: DaemonStore;
   readonly schedule: ScheduleStore;
   readonly audit: AuditStore;
+  readonly sessions: SessionStore;
   /** The store's clock. */
   now(): Promise<Date>;
   /** Idempotent. */
@@ -128,9 +131,14 @@ export interface RunStore {
   markInterrupted(ids: number[], message: string): Promise<void>;
   last(tenant: string): Promise<RunSummary | null>;
   recent(tenant: string, limit: number): Promise<RunSummary[]>;
-  /** Per tenant, the last run that processed something without failing. */
+  /**
+   * Per tenant, when its last successful import finished: applied, with or without row errors
+   * (undos are not deliveries). A feed that stopped shows here (overdue, metrics).
+   */
   lastSuccess(): Promise<Map<string, string>>;
-  /** Counts by status since `since` (metrics). */
+  /** Per tenant, when its first real (not dry) run started: a feed that never delivered counts from there. */
+  firstRuns(): Promise<Map<string, string>>;
+  /** Runs by status, all time (metrics; the same on every daemon of a cluster). */
   countsByStatus(): Promise<Record<string, number>>;
 }
 
@@ -403,7 +411,17 @@ export interface DirectoryStore {
    * Undoes an import: every user it changed gets its previous values back (users it created are
    * deactivated), as a new import. Refused when a later import changed the same users, unless forced.
    */
-  revert(req: { tenant: string; importId: number; actor: string; force: boolean; runId: number | null }): Promise<RevertResult>;
+  revert(req: RevertRequest): Promise<RevertResult>;
+}
+
+export interface RevertRequest {
+  tenant: string;
+  importId: number;
+  actor: string;
+  force: boolean;
+  runId: number | null;
+  /** The district's report of the undo, stored in the same transaction (never lost, never twice). */
+  outcome?: (done: { importId: number; counts: ImportCounts }) => NewOutcome;
 }
 
 export type RevertResult =
@@ -414,7 +432,7 @@ export type RevertResult =
 // Reporting: the outbox of outcomes, and the mail queue
 // ---------------------------------------------------------------------------------------------
 
-export type OutcomeKind = 'epoch' | 'released' | 'discarded' | 'stale' | 'overdue';
+export type OutcomeKind = 'epoch' | 'released' | 'discarded' | 'stale' | 'overdue' | 'reverted';
 
 /**
  * Something to tell a district (and sometimes the operators) about, stored in the transaction that
@@ -456,6 +474,9 @@ export interface OutcomePayload {
   operators: boolean;
   /** Where the upload was (for keep-in-place files, the file itself). */
   source?: string | null;
+  /** The report's first sentence and subject, when the files do not say it (an undo, an overdue feed). */
+  headline?: string | null;
+  summary?: string | null;
   finishedAt: string;
 }
 
@@ -483,6 +504,8 @@ export interface OutboxStore {
   markReported(id: number, mail: NewMail[]): Promise<void>;
   get(id: number): Promise<Outcome | null>;
   recent(tenant: string, limit: number): Promise<Outcome[]>;
+  /** The outcomes recorded for one epoch, newest first (where the upload is now; its result.json). */
+  ofEpoch(tenant: string, epoch: string): Promise<Outcome[]>;
 }
 
 export interface QueuedAttachment {
@@ -623,4 +646,24 @@ export interface AuditEntry {
 export interface AuditStore {
   record(e: Omit<AuditEntry, 'id' | 'at'>): Promise<number>;
   recent(opts: { tenant?: string; limit: number }): Promise<AuditEntry[]>;
+}
+
+/** A signed-in console user. Only a hash of the session's cookie is stored. */
+export interface ConsoleSession {
+  username: string;
+  role: string;
+  /** The session's CSRF token (every form of the session carries it). */
+  csrf: string;
+  createdAt: string;
+  expiresAt: string;
+}
+
+/** Console sessions, in the store so that every daemon of a cluster knows them. */
+export interface SessionStore {
+  create(s: { idHash: string; username: string; role: string; csrf: string; seconds: number }): Promise<void>;
+  /** The session, unless it expired (by the store's clock). */
+  get(idHash: string): Promise<ConsoleSession | null>;
+  delete(idHash: string): Promise<void>;
+  /** Forgets expired sessions; returns how many. */
+  prune(): Promise<number>;
 }

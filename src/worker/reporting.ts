@@ -6,7 +6,7 @@
 import type { Config, TenantConfig } from '../config.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
 import type { Logger } from '../log.js';
-import { MAX_ATTACHMENT_BYTES, renderReport, shouldNotify, type EpochReport, type FileReport } from '../mail/report.js';
+import { MAX_ATTACHMENT_BYTES, renderNotice, renderReport, shouldNotify, type EpochReport, type FileReport } from '../mail/report.js';
 import type { OmittedAttachment } from '../mail/view.js';
 import type { NewMail, Outcome, QueuedAttachment, Store } from '../store/types.js';
 import { errorsCsvName } from './epoch.js';
@@ -34,14 +34,16 @@ export async function reportOutcomes(deps: { store: Store; config: Config; log: 
 /** The report of one outcome, or nothing when nobody is to be told. */
 export async function mailFor(store: Store, config: Config, tenant: TenantConfig, outcome: Outcome): Promise<NewMail[]> {
   const report = await reportOf(store, tenant, outcome);
-  // A release or discard closes a hold the district was told about: it hears how it ended.
-  const closing = (outcome.kind === 'released' || outcome.kind === 'discarded') && tenant.notify.when !== 'never';
-  const toTenant = closing || shouldNotify(tenant.notify.when, report) ? tenant.notify.to : [];
+  // An overdue feed is the operators' business: they ask the district, who may not know yet.
+  const notice = outcome.kind === 'overdue';
+  // A release, discard or undo is an operator's decision about the district's data: it hears of it.
+  const closing = (outcome.kind === 'released' || outcome.kind === 'discarded' || outcome.kind === 'reverted') && tenant.notify.when !== 'never';
+  const toTenant = !notice && (closing || shouldNotify(tenant.notify.when, report)) ? tenant.notify.to : [];
   const toOperators = outcome.payload.operators ? config.mail.operators : [];
   const to = [...new Set([...toTenant, ...toOperators])];
   if (to.length === 0) return [];
   const { kept, omitted } = await attachments(store, outcome, report);
-  const rendered = renderReport(report, tenant.notify.templates, { omitted });
+  const rendered = notice ? renderNotice(report) : renderReport(report, tenant.notify.templates, { omitted });
   return [
     {
       tenant: tenant.id,
@@ -84,6 +86,8 @@ export async function reportOf(store: Store, tenant: TenantConfig, outcome: Outc
     finishedAt: p.finishedAt,
     bakPath: p.location,
     notes: [...p.notes, ...(p.locationNote ? [p.locationNote] : [])],
+    headline: p.headline ?? null,
+    summary: p.summary ?? null,
   };
 }
 

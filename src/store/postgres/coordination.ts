@@ -54,7 +54,15 @@ export class PgRuns implements RunStore {
   }
 
   async lastSuccess(): Promise<Map<string, string>> {
-    const rows = await this.c.query(`SELECT tenant, max(finished_at) AS at FROM runs WHERE status IN ('ok', 'nothing', 'errors') AND NOT dry_run GROUP BY tenant`);
+    // Imports, not runs: a run that found nothing to do is no delivery (a stopped feed is just that).
+    const rows = await this.c.query(
+      `SELECT tenant, max(finished_at) AS at FROM imports WHERE status IN ('applied', 'applied with errors') AND reverts_import_id IS NULL GROUP BY tenant`,
+    );
+    return new Map(rows.map((r) => [String(r.tenant), iso(r.at)]));
+  }
+
+  async firstRuns(): Promise<Map<string, string>> {
+    const rows = await this.c.query('SELECT tenant, min(started_at) AS at FROM runs WHERE NOT dry_run GROUP BY tenant');
     return new Map(rows.map((r) => [String(r.tenant), iso(r.at)]));
   }
 

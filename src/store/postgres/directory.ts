@@ -1,9 +1,9 @@
 // PostgreSQL: reading the user directory and its history, and undoing an import.
-import type { DirectoryStore, DirectoryUser, ImportCounts, RevertResult, Stage, StageSpec, UserChangeRow } from '../types.js';
+import type { DirectoryStore, DirectoryUser, ImportCounts, RevertRequest, RevertResult, Stage, StageSpec, UserChangeRow } from '../types.js';
 import { emptyCounts } from '../types.js';
 import { changeRow, userRow } from '../rows.js';
 import type { PgConnection } from './connection.js';
-import { insertImport } from './records.js';
+import { insertImport, insertOutcome } from './records.js';
 import { PgStage } from './stage.js';
 
 type Row = Record<string, unknown>;
@@ -80,10 +80,11 @@ export class PgDirectory implements DirectoryStore {
     return created ? [changeRow(created), ...rows] : rows;
   }
 
-  revert(req: { tenant: string; importId: number; actor: string; force: boolean; runId: number | null }): Promise<RevertResult> {
+  revert(req: RevertRequest): Promise<RevertResult> {
     const { tenant, importId, actor } = req;
     return this.c.tx(async (q): Promise<RevertResult> => {
-      const target = (await q.query('SELECT * FROM imports WHERE id = $1 AND tenant = $2', [importId, tenant])).rows[0] as Row | undefined;
+      // Locked: two undos of one import at once (two daemons, a double click) apply once; the second then sees the first.
+      const target = (await q.query('SELECT * FROM imports WHERE id = $1 AND tenant = $2 FOR UPDATE', [importId, tenant])).rows[0] as Row | undefined;
       if (!target) return { ok: false, reason: `import ${importId} is not an import of ${tenant}` };
       if (target.status !== 'applied' && target.status !== 'applied with errors') {
         return { ok: false, reason: `import ${importId} was ${String(target.status)}: it changed no user, so there is nothing to undo` };
@@ -155,6 +156,7 @@ export class PgDirectory implements DirectoryStore {
       }
       counts.rows = counts.updated + counts.deactivated;
       await q.query('UPDATE imports SET rows = $2, updated = $3, deactivated = $4 WHERE id = $1', [revertId, counts.rows, counts.updated, counts.deactivated]);
+      if (req.outcome) await insertOutcome(q, req.outcome({ importId: revertId, counts }));
       return { ok: true, importId: revertId, counts };
     });
   }

@@ -244,6 +244,22 @@ export const migrations: Migration[] = [
       CREATE INDEX audit_tenant ON audit (tenant, id);
     `,
   },
+  {
+    version: 2,
+    name: 'console sessions',
+    sql: `
+      -- Signed-in users of the console, shared by every daemon. Only a SHA-256 of the cookie is kept.
+      CREATE TABLE console_sessions (
+        id_hash    text PRIMARY KEY,
+        username   text        NOT NULL,
+        role       text        NOT NULL,
+        csrf       text        NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        expires_at timestamptz NOT NULL
+      );
+      CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    `,
+  },
 ];
 
 export const LATEST = Math.max(...migrations.map((m) => m.version));

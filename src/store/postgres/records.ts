@@ -43,7 +43,7 @@ const HELD_SQL = `
   SELECT h.*,
          (SELECT min(a.id) FROM imports a
            WHERE a.tenant = h.tenant AND a.kind IS NOT DISTINCT FROM h.kind AND a.id > h.id AND a.status IN ('applied', 'applied with errors')
-             AND a.held_import_id IS DISTINCT FROM h.id) AS superseded_by,
+             AND a.held_import_id IS DISTINCT FROM h.id AND a.reverts_import_id IS NULL) AS superseded_by, -- an undo is no newer upload
          (SELECT o.payload->>'location' FROM outcomes o
            WHERE o.tenant = h.tenant AND o.epoch = h.epoch AND o.kind = 'epoch' ORDER BY o.id DESC LIMIT 1) AS location
     FROM imports h
@@ -92,7 +92,7 @@ export class PgImports implements ImportStore {
   async ofEpoch(tenant: string, epoch: string): Promise<ImportRow[]> {
     return (
       await this.c.query(
-        'SELECT DISTINCT ON (file) * FROM imports WHERE tenant = $1 AND epoch = $2 ORDER BY file, id DESC',
+        'SELECT DISTINCT ON (file) * FROM imports WHERE tenant = $1 AND epoch = $2 AND reverts_import_id IS NULL ORDER BY file, id DESC',
         [tenant, epoch],
       )
     ).map(importRow);
@@ -208,6 +208,10 @@ export class PgOutbox implements OutboxStore {
 
   async recent(tenant: string, limit: number): Promise<Outcome[]> {
     return (await this.c.query('SELECT * FROM outcomes WHERE tenant = $1 ORDER BY id DESC LIMIT $2', [tenant, limit])).map(outcomeRow);
+  }
+
+  async ofEpoch(tenant: string, epoch: string): Promise<Outcome[]> {
+    return (await this.c.query('SELECT * FROM outcomes WHERE tenant = $1 AND epoch = $2 ORDER BY id DESC', [tenant, epoch])).map(outcomeRow);
   }
 }
 

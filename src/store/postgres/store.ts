@@ -8,6 +8,7 @@ import { PgAudit, PgDaemons, PgLeases, PgRuns, PgSchedule, PgTriggers, PgUploads
 import { PgDirectory } from './directory.js';
 import { LATEST, MIGRATION_LOCK, migrations } from './migrations.js';
 import { PgImports, PgMail, PgOutbox } from './records.js';
+import { PgSessions } from './sessions.js';
 
 class PgSchema implements SchemaStore {
   constructor(private readonly c: PgConnection) {}
@@ -73,6 +74,7 @@ export class PostgresStore implements Store {
   readonly daemons;
   readonly schedule;
   readonly audit;
+  readonly sessions;
 
   private constructor(readonly connection: PgConnection, readonly location: string) {
     const c = connection;
@@ -88,6 +90,7 @@ export class PostgresStore implements Store {
     this.daemons = new PgDaemons(c);
     this.schedule = new PgSchedule(c);
     this.audit = new PgAudit(c);
+    this.sessions = new PgSessions(c);
   }
 
   /** Connects (and checks the connection) or fails with what to fix. */

@@ -71,8 +71,18 @@ export class SqliteRuns implements RunStore {
   }
 
   lastSuccess(): Promise<Map<string, string>> {
+    // Imports, not runs: a run that found nothing to do is no delivery (a stopped feed is just that).
     return this.c.read(() => {
-      const rows = this.c.stmt(`SELECT tenant, max(finished_at) AS at FROM runs WHERE status IN ('ok', 'nothing', 'errors') AND dry_run = 0 GROUP BY tenant`).all() as Row[];
+      const rows = this.c
+        .stmt(`SELECT tenant, max(finished_at) AS at FROM imports WHERE status IN ('applied', 'applied with errors') AND reverts_import_id IS NULL GROUP BY tenant`)
+        .all() as Row[];
+      return new Map(rows.map((r) => [String(r.tenant), String(r.at)]));
+    });
+  }
+
+  firstRuns(): Promise<Map<string, string>> {
+    return this.c.read(() => {
+      const rows = this.c.stmt('SELECT tenant, min(started_at) AS at FROM runs WHERE dry_run = 0 GROUP BY tenant').all() as Row[];
       return new Map(rows.map((r) => [String(r.tenant), String(r.at)]));
     });
   }

@@ -1,9 +1,9 @@
 // SQLite: reading the user directory and its history, and undoing an import.
-import type { DirectoryStore, DirectoryUser, ImportCounts, RevertResult, Stage, StageSpec, UserChangeRow } from '../types.js';
+import type { DirectoryStore, DirectoryUser, ImportCounts, RevertRequest, RevertResult, Stage, StageSpec, UserChangeRow } from '../types.js';
 import { emptyCounts } from '../types.js';
 import { changeRow, userRow } from '../rows.js';
 import type { SqliteConnection } from './connection.js';
-import { insertImport } from './records.js';
+import { insertImport, SqliteOutbox } from './records.js';
 import { SqliteStage } from './stage.js';
 
 type Row = Record<string, unknown>;
@@ -79,7 +79,7 @@ export class SqliteDirectory implements DirectoryStore {
     });
   }
 
-  revert(req: { tenant: string; importId: number; actor: string; force: boolean; runId: number | null }): Promise<RevertResult> {
+  revert(req: RevertRequest): Promise<RevertResult> {
     const { tenant, importId, actor } = req;
     return this.c.write((): RevertResult => {
       const target = this.c.stmt('SELECT * FROM imports WHERE id = ? AND tenant = ?').get(importId, tenant) as Row | undefined;
@@ -154,6 +154,7 @@ export class SqliteDirectory implements DirectoryStore {
       }
       counts.rows = counts.updated + counts.deactivated;
       this.c.stmt('UPDATE imports SET rows = ?, updated = ?, deactivated = ? WHERE id = ?').run(counts.rows, counts.updated, counts.deactivated, revertId);
+      if (req.outcome) new SqliteOutbox(this.c).insert(req.outcome({ importId: revertId, counts }));
       return { ok: true, importId: revertId, counts };
     });
   }

@@ -304,4 +304,20 @@ export const migrations: Migration[] = [
       ALTER TABLE daemons ADD COLUMN running TEXT NOT NULL DEFAULT '[]';
     `,
   },
+  {
+    version: 5,
+    name: 'console sessions',
+    sql: `
+      -- Signed-in users of the console, shared by every daemon. Only a SHA-256 of the cookie is kept.
+      CREATE TABLE console_sessions (
+        id_hash    TEXT PRIMARY KEY,
+        username   TEXT NOT NULL,
+        role       TEXT NOT NULL,  -- viewer | operator, as configured when they signed in
+        csrf       TEXT NOT NULL,  -- the token every form of the session carries
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+      );
+      CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+    `,
+  },
 ];

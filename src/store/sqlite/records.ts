@@ -45,7 +45,7 @@ const HELD_SQL = `
   SELECT h.*,
          (SELECT min(a.id) FROM imports a
            WHERE a.tenant = h.tenant AND a.kind IS h.kind AND a.id > h.id AND a.status IN ('applied', 'applied with errors')
-             AND a.held_import_id IS NOT h.id) AS superseded_by,
+             AND a.held_import_id IS NOT h.id AND a.reverts_import_id IS NULL) AS superseded_by, -- an undo is no newer upload
          (SELECT json_extract(o.payload, '$.location') FROM outcomes o
            WHERE o.tenant = h.tenant AND o.epoch = h.epoch AND o.kind = 'epoch' ORDER BY o.id DESC LIMIT 1) AS location
     FROM imports h
@@ -98,7 +98,10 @@ export class SqliteImports implements ImportStore {
     return this.c.read(() =>
       (
         this.c
-          .stmt('SELECT * FROM imports i WHERE tenant = ? AND epoch = ? AND id = (SELECT max(id) FROM imports j WHERE j.tenant = i.tenant AND j.epoch = i.epoch AND j.file = i.file) ORDER BY file')
+          .stmt(
+            `SELECT * FROM imports i WHERE tenant = ? AND epoch = ? AND reverts_import_id IS NULL
+                AND id = (SELECT max(id) FROM imports j WHERE j.tenant = i.tenant AND j.epoch = i.epoch AND j.file = i.file AND j.reverts_import_id IS NULL) ORDER BY file`,
+          )
           .all(tenant, epoch) as Row[]
       ).map(importRow),
     );
@@ -240,6 +243,10 @@ export class SqliteOutbox implements OutboxStore {
 
   recent(tenant: string, limit: number): Promise<Outcome[]> {
     return this.c.read(() => (this.c.stmt('SELECT * FROM outcomes WHERE tenant = ? ORDER BY id DESC LIMIT ?').all(tenant, limit) as Row[]).map(outcomeRow));
+  }
+
+  ofEpoch(tenant: string, epoch: string): Promise<Outcome[]> {
+    return this.c.read(() => (this.c.stmt('SELECT * FROM outcomes WHERE tenant = ? AND epoch = ? ORDER BY id DESC').all(tenant, epoch) as Row[]).map(outcomeRow));
   }
 }
 

@@ -5,6 +5,7 @@ import { SqliteAudit, SqliteDaemons, SqliteLeases, SqliteRuns, SqliteSchedule, S
 import { SqliteDirectory } from './directory.js';
 import { migrations } from './migrations.js';
 import { SqliteImports, SqliteMail, SqliteOutbox } from './records.js';
+import { SqliteSessions } from './sessions.js';
 
 class SqliteSchema implements SchemaStore {
   constructor(private readonly c: SqliteConnection) {}
@@ -63,6 +64,7 @@ export class SqliteStore implements Store {
   readonly daemons;
   readonly schedule;
   readonly audit;
+  readonly sessions;
 
   constructor(file: string, opts: ConnectionOptions = {}) {
     const c = new SqliteConnection(file, opts);
@@ -80,6 +82,7 @@ export class SqliteStore implements Store {
     this.daemons = new SqliteDaemons(c);
     this.schedule = new SqliteSchedule(c);
     this.audit = new SqliteAudit(c);
+    this.sessions = new SqliteSessions(c);
   }
 
   async now(): Promise<Date> {
