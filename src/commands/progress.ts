@@ -1,18 +1,21 @@
-// Rows-per-file progress on a terminal (cli-progress); silent when output is not a TTY.
-import cliProgress from 'cli-progress';
+// Rows-per-file progress on a terminal (cli-progress); silent when output is not a TTY, and then
+// cli-progress is not even loaded.
+import { createRequire } from 'node:module';
+import type cliProgress from 'cli-progress';
+
+const requireCjs = createRequire(import.meta.url);
 
 export class ProgressDisplay {
   private readonly bars = new Map<string, cliProgress.SingleBar>();
   private readonly multi: cliProgress.MultiBar | null;
 
   constructor(stream: NodeJS.WriteStream, enabled: boolean) {
-    this.multi =
-      enabled && stream.isTTY
-        ? new cliProgress.MultiBar(
-            { stream, format: '{label} | {value} rows', hideCursor: true, clearOnComplete: true, fps: 5 },
-            cliProgress.Presets.shades_classic,
-          )
-        : null;
+    if (!enabled || !stream.isTTY) {
+      this.multi = null;
+      return;
+    }
+    const progress = requireCjs('cli-progress') as typeof cliProgress;
+    this.multi = new progress.MultiBar({ stream, format: '{label} | {value} rows', hideCursor: true, clearOnComplete: true, fps: 5 }, progress.Presets.shades_classic);
   }
 
   update(label: string, rows: number): void {

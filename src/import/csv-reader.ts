@@ -76,13 +76,14 @@ const QUOTE_SPACES = 4;
 
 /**
  * Calls onBatch with records in file order, a batch at a time (the records of about 16 KiB of
- * text: a few hundred typical rows). If onBatch returns a promise, reading waits for it
+ * text: a few hundred typical rows), and the text they were read from (so that a caller can
+ * look for a character in the whole batch with one native search rather than in every value). If onBatch returns a promise, reading waits for it
  * (back-pressure); if it throws or rejects, reading stops and readCsv rejects with that error.
  * Rows whose cells are all empty or whitespace are skipped, but their lines are counted.
  */
 export async function readCsv(
   file: string,
-  onBatch: (records: CsvRecord[]) => void | Promise<void>,
+  onBatch: (records: CsvRecord[], text: string) => void | Promise<void>,
   options: CsvReadOptions = {},
 ): Promise<CsvReadSummary> {
   const decoder = new TextDecoder(options.encoding ?? 'utf-8', { fatal: true, ignoreBOM: true });
@@ -165,7 +166,7 @@ class RecordStream {
   private openQuoteAt = 0;
 
   constructor(
-    private readonly onBatch: (records: CsvRecord[]) => void | Promise<void>,
+    private readonly onBatch: (records: CsvRecord[], text: string) => void | Promise<void>,
     private readonly maxRecord: number,
   ) {
     this.pieceSize = Math.min(PIECE, maxRecord);
@@ -189,9 +190,9 @@ class RecordStream {
     const size = this.pieceSize;
     for (let i = 0; i < text.length; i += size) {
       const batch = this.piece(i === 0 && text.length <= size ? text : text.slice(i, i + size));
-      if (batch.length > 0) {
-        this.records += batch.length;
-        const waiting = this.onBatch(batch);
+      if (batch && batch.records.length > 0) {
+        this.records += batch.records.length;
+        const waiting = this.onBatch(batch.records, batch.text);
         if (waiting) await waiting;
       }
     }
@@ -231,8 +232,8 @@ class RecordStream {
     this.parser = new Papa.Parser({ delimiter: ',', newline: nl === CR ? '\r' : '\n', quoteChar: '"', dynamicTyping: false, header: false });
   }
 
-  /** Scans one piece; returns the records it completes. */
-  private piece(piece: string): CsvRecord[] {
+  /** Scans one piece; returns the records it completes and their text. */
+  private piece(piece: string): { records: CsvRecord[]; text: string } | null {
     const scan = this.scan(piece);
     this.pieceStart += piece.length;
     if (scan.end === -1) {
@@ -240,7 +241,7 @@ class RecordStream {
       this.carryLength += piece.length;
       this.carryMultiline ||= scan.firstQuotedBreak !== -1;
       if (this.carryLength > this.maxRecord) throw this.tooLong();
-      return [];
+      return null;
     }
     if (this.carryLength + scan.firstEnd - 1 > this.maxRecord) throw this.tooLong(); // its line break not counted
     const multiline = this.carryMultiline || (scan.firstQuotedBreak !== -1 && scan.firstQuotedBreak < scan.end);
@@ -250,7 +251,7 @@ class RecordStream {
     this.carry = rest > 0 ? [piece.slice(scan.end)] : [];
     this.carryLength = rest;
     this.carryMultiline = scan.lastQuotedBreak >= scan.end;
-    return this.parse(complete, multiline);
+    return { records: this.parse(complete, multiline), text: complete };
   }
 
   /**

@@ -68,6 +68,8 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let failedOut: StageBatch['failed'] = [];
   let repeats: number[] = [];
   const copy = req.format === 'copy';
+  // Besides the file's own text, only the site map's labels reach a staged row unescaped.
+  const labelsHoldSeparator = Object.values(req.options.siteMap).some((label) => label.includes(STAGE_SEPARATOR));
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
   const seen = new KeyFilter(fs.statSync(req.file).size / 40);
   let awkward = false; // a value holds the separator: this batch goes as an array
@@ -98,7 +100,11 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   try {
     summary = await readCsv(
       req.file,
-      async (records) => {
+      async (records, text) => {
+        // One native search per batch instead of one per value: almost every batch holds
+        // neither a NUL nor the staging separator.
+        const mayHoldNul = text.includes('\u0000');
+        const mayHoldSeparator = !copy && (labelsHoldSeparator || text.includes(STAGE_SEPARATOR));
         for (const record of records) {
           if (rejected) return;
           if (!checker) {
@@ -121,14 +127,16 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
             if (collected.length >= 500) await flush();
             continue;
           }
-          const result = checker.check(record.line, record.values);
+          const result = checker.check(record.line, record.values, mayHoldNul);
           if (result.ok) {
             if (seen.add(result.key)) repeats.push(record.line);
             count++;
-            if (copy) copyOut += copyLine(result.row);
+            const row = result.row;
+            if (copy) copyOut += copyLine(row);
             else {
-              for (const v of result.row) {
-                if (v !== null && v.includes(STAGE_SEPARATOR)) awkward = true;
+              for (let i = 0; i < row.length; i++) {
+                const v = row[i];
+                if (mayHoldSeparator && v !== null && v.includes(STAGE_SEPARATOR)) awkward = true;
                 rowsOut.push(v);
               }
             }

@@ -24,6 +24,15 @@ const HIDDEN = '(hidden)';
 const COLUMN_OF: Partial<Record<UserField, string>> = { email: 'email', username: 'username', firstName: 'first_name', lastName: 'last_name', role: 'role', siteId: 'site_id' };
 const ACTIVE = 2;
 
+/** What a column does beyond filling its staged slot (decided once per file, not per row). */
+const enum Role {
+  Plain,
+  Attribute,
+  Active,
+  Password,
+  MappedSite,
+}
+
 /** A keyed digest of a password: equal digests, equal passwords, without scrypt (see README). */
 export function passwordDigest(key: Buffer, tenant: string, externalId: string, password: string): string {
   return crypto.createHmac('sha256', key).update(`${tenant}\0${externalId}\0${password}`).digest('base64url');
@@ -34,7 +43,9 @@ export class RowChecker {
   private readonly hasSiteMap: boolean;
   private readonly passwordIndex: number;
   /** Header position -> what it fills. */
-  private readonly plan: { name: string; field?: UserField; slot?: number; date: boolean }[];
+  private readonly plan: { name: string; field?: UserField; role: Role; slot?: number; date: boolean }[];
+  /** The current row's trimmed values by header position (null: empty); reused row to row. */
+  private readonly cell: (string | null)[] = [];
   private readonly attributeNames: string[];
   readonly present: PresentFields;
   /** stageColumns(present): the width and order of a staged row. */
@@ -70,13 +81,25 @@ export class RowChecker {
     };
     this.columns = stageColumns(this.present);
     const slot = (col: string | undefined) => (col === undefined ? undefined : this.columns.indexOf(col));
-    this.plan = columns.map((c) => ({ name: c.name, field: c.field, slot: slot(c.field ? COLUMN_OF[c.field] : undefined), date: props[c.name]?.format === 'date' }));
+    const roleOf = (field: UserField | undefined): Role =>
+      field === undefined ? Role.Attribute
+      : field === 'active' ? Role.Active
+      : field === 'password' ? Role.Password
+      : field === 'siteId' && this.hasSiteMap ? Role.MappedSite
+      : Role.Plain;
+    this.plan = columns.map((c) => ({
+      name: c.name, field: c.field, role: roleOf(c.field), slot: slot(c.field ? COLUMN_OF[c.field] : undefined), date: props[c.name]?.format === 'date',
+    }));
     this.siteLabelSlot = this.columns.indexOf('site_label');
     this.attrsSlot = this.columns.indexOf('attrs');
     this.digestSlot = this.columns.indexOf('pw_digest');
   }
 
-  check(line: number, cells: string[]): RowResult {
+  /**
+   * `mayHoldNul`: false when the caller knows the row's text has no NUL character (one search
+   * over a whole batch), which spares a search in every value.
+   */
+  check(line: number, cells: string[], mayHoldNul = true): RowResult {
     const values = this.headers.fromErrorsCsv ? cells.map(unescapeFormula) : cells;
     const { columns, width } = this.headers;
     const rawKey = this.keyIndex >= 0 ? values[this.keyIndex]?.trim() || null : null;
@@ -87,17 +110,21 @@ export class RowChecker {
         `a value containing a comma must be in double quotes`;
       return { ok: false, key, problems: [{ column: '', value: '', reason }], raw: this.safeRaw(values, null, true), password: null };
     }
-    // Empty cells become undefined so that `required` fires for them.
+    // Empty cells become undefined so that `required` fires for them. `cell` keeps the trimmed
+    // values by position (null: empty), read below without a lookup by name.
     const record: Record<string, string> = {};
+    const cell = this.cell;
     let problems: RowProblem[] | null = null;
     for (let i = 0; i < columns.length; i++) {
       const v = values[i].trim();
+      cell[i] = null;
       if (v === '') continue;
-      if (v.includes('\u0000')) {
+      if (mayHoldNul && v.includes('\u0000')) {
         (problems ??= []).push({ column: columns[i].name, value: '', reason: 'contains a NUL character (a zero byte), which no value may hold; remove it' });
         continue;
       }
       record[columns[i].name] = v;
+      cell[i] = v;
     }
     if (!this.kind.fast(record)) {
       problems ??= [];
@@ -116,20 +143,22 @@ export class RowChecker {
     let attrs: Record<string, string | null> | null = null;
     for (let i = 0; i < columns.length; i++) {
       const p = this.plan[i];
-      const v = record[p.name] ?? null;
+      const v = cell[i];
       if (p.slot !== undefined) row[p.slot] = v;
-      switch (p.field) {
-        case undefined:
+      switch (p.role) {
+        case Role.Plain:
+          break;
+        case Role.Attribute:
           (attrs ??= {})[p.name] = v;
           break;
-        case 'active':
+        case Role.Active:
           row[ACTIVE] = v === null || TRUE_FLAGS.has(v.toLowerCase()) ? '1' : '0';
           break;
-        case 'password':
+        case Role.Password:
           password = v === null ? null : this.password(p.name, v, (problems ??= []));
           break;
-        case 'siteId':
-          if (v !== null && this.hasSiteMap) {
+        case Role.MappedSite:
+          if (v !== null) {
             const label = this.options.siteMap[v];
             if (label === undefined) {
               (problems ??= []).push({
@@ -141,7 +170,6 @@ export class RowChecker {
             row[this.siteLabelSlot] = label ?? null;
           }
           break;
-        default:
       }
     }
     if (problems && problems.length) {

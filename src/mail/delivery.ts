@@ -4,7 +4,8 @@
 // leaves it queued with its error and a growing back-off, so an outage loses nothing.
 import fs from 'node:fs';
 import path from 'node:path';
-import nodemailer from 'nodemailer';
+// nodemailer is loaded when there is mail to send, not by every run that has none.
+import type Nodemailer from 'nodemailer';
 import { expandSecret, type Config } from '../config.js';
 import type { MailRow, Store } from '../store/types.js';
 
@@ -52,7 +53,7 @@ export async function deliverQueuedMail(
   let sent = 0;
   let failed = 0;
   if (due.length > 0) {
-    const sender = openSender(config);
+    const sender = await openSender(config);
     // Another process (a daemon elsewhere, a `run --now`) may deliver the same queue: whoever
     // claims a message first owns it, for a lease long enough for any send.
     const leaseUntil = new Date(now.getTime() + Math.max(600, 4 * config.mail.timeoutSeconds) * 1000);
@@ -93,7 +94,8 @@ export async function deliverQueuedMail(
   return { sent, failed, pending };
 }
 
-function openSender(config: Config): Sender {
+async function openSender(config: Config): Promise<Sender> {
+  const nodemailer = (await import('nodemailer')).default as typeof Nodemailer;
   const { timeoutSeconds, outbox } = config.mail;
   const smtp = config.mail.smtp ? expandSecret(config.mail.smtp, 'mail.smtp') : undefined;
   if (smtp) {

@@ -2,8 +2,9 @@
 // changes on disk (an operator may edit a tenant's copy while the daemon runs). A tenant's
 // folder overrides any of the three files it holds; the shipped ones fill the gaps.
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import Handlebars from 'handlebars';
+import type Handlebars from 'handlebars';
 import { templatesDir } from '../paths.js';
 
 export type TemplatePart = 'subject' | 'text' | 'html';
@@ -17,7 +18,10 @@ export const templateFile = (part: TemplatePart, set: TemplateSet = 'report'): s
 type Compiled = Handlebars.TemplateDelegate<unknown>;
 
 // A private instance: nothing registered on the global Handlebars by other code applies here.
-const hbs = Handlebars.create();
+// Loaded on the first report, not by every run that sends none.
+const requireCjs = createRequire(import.meta.url);
+let instance: typeof Handlebars | undefined;
+const hbs = (): typeof Handlebars => (instance ??= (requireCjs('handlebars') as typeof Handlebars).create());
 const cache = new Map<string, { mtimeMs: number; size: number; fn: Compiled }>();
 
 /** The compiled template at `file`, or undefined when there is no such file. */
@@ -33,8 +37,8 @@ function load(file: string, part: TemplatePart): Compiled | undefined {
   const source = fs.readFileSync(file, 'utf8');
   // Subject and text are not HTML: escaping would turn `O'Brien` into `O&#x27;Brien`.
   // The HTML keeps the default escaping; its templates never use {{{ }}} on customer data.
-  hbs.parse(source); // compile() parses lazily: surface a syntax error now, naming the file
-  const fn = hbs.compile(source, { noEscape: part !== 'html' });
+  hbs().parse(source); // compile() parses lazily: surface a syntax error now, naming the file
+  const fn = hbs().compile(source, { noEscape: part !== 'html' });
   cache.set(file, { mtimeMs: stat.mtimeMs, size: stat.size, fn });
   return fn;
 }
