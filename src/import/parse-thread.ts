@@ -12,9 +12,11 @@ const IN_FLIGHT = 3;
 const INLINE_BELOW_BYTES = 4 * 1024 * 1024;
 /**
  * The thread's heap is capped: parsing makes garbage fast, and V8 would otherwise let it grow to
- * a couple of hundred MB before collecting. What it holds at once is a few batches.
+ * a couple of hundred MB before collecting. What it holds at once is a few batches. A young
+ * generation of 8 MB had the thread collecting garbage 30% of the time (1M rows: 2.2 s against
+ * 1.7 s with 16 MB); 32 MB was no faster.
  */
-const HEAP_LIMITS = { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 };
+const HEAP_LIMITS = { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 16 };
 
 type FromThread = { type: 'event'; event: ParseEvent } | { type: 'done'; summary: ParseSummary } | { type: 'error'; message: string; stack?: string };
 

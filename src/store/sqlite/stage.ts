@@ -264,30 +264,37 @@ export class SqliteStage implements Stage {
       const params = this.params(req.options, { import_id: importId, actor: req.options.actor });
       const db = this.c.db;
 
-      // Existing users that change: computed once, then recorded and written from there.
+      // Existing users that change, and the rows whose user is new: one pass over the
+      // directory, then recorded and written from there. Into an empty directory (a first
+      // import) every row is new and the pass is skipped.
+      const hasUsers = this.c.stmt('SELECT 1 FROM users WHERE tenant = ? LIMIT 1').get(tenant) !== undefined;
+      let byAction: { action: string; n: number }[] = [];
       db.exec(`DROP TABLE IF EXISTS ${this.changed}`);
-      db.prepare(`CREATE TABLE ${this.changed} AS ${changedRowsSql(this.rows, this.staged, false)}`).run(params);
-      const byAction = db.prepare(`SELECT action, count(*) AS n FROM ${this.changed} GROUP BY action`).all() as { action: string; n: number }[];
-      db.prepare(
-        `INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at, old_password_hash, old_password_digest)
-         SELECT @import_id, @tenant, key, action, fields, old_values, @actor, @now, old_password_hash, old_password_digest FROM ${this.changed} ORDER BY line`,
-      ).run(params);
-      db.prepare(
-        `UPDATE users SET kind = c.n_kind, email = c.n_email, username = c.n_username, first_name = c.n_first_name, last_name = c.n_last_name,
-                role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label, password_hash = c.n_password_hash,
-                password_digest = c.n_password_digest, active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
-                updated_at = @now, updated_by = @actor, last_import_id = @import_id
-           FROM ${this.changed} c WHERE users.tenant = @tenant AND users.external_id = c.key`,
-      ).run(params);
-      // A password checked once and found unchanged only gets its digest (not an update).
-      if (this.staged.has('pw_digest')) {
+      if (hasUsers) {
+        db.prepare(`CREATE TABLE ${this.changed} AS ${changedRowsSql(this.rows, this.staged, false, true)}`).run(params);
+        byAction = db.prepare(`SELECT action, count(*) AS n FROM ${this.changed} WHERE action <> 'create' GROUP BY action`).all() as { action: string; n: number }[];
         db.prepare(
-          `UPDATE users SET password_digest = NULLIF(s.pw_digest, '${NO_DIGEST}') FROM ${this.rows} s
-            WHERE users.tenant = @tenant AND users.external_id = s.key AND s.pw_same = 1 AND users.password_digest IS NOT NULLIF(s.pw_digest, '${NO_DIGEST}')`,
-        ).run({ tenant });
+          `INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at, old_password_hash, old_password_digest)
+           SELECT @import_id, @tenant, key, action, fields, old_values, @actor, @now, old_password_hash, old_password_digest FROM ${this.changed}
+            WHERE action <> 'create' ORDER BY line`,
+        ).run(params);
+        db.prepare(
+          `UPDATE users SET kind = c.n_kind, email = c.n_email, username = c.n_username, first_name = c.n_first_name, last_name = c.n_last_name,
+                  role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label, password_hash = c.n_password_hash,
+                  password_digest = c.n_password_digest, active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
+                  updated_at = @now, updated_by = @actor, last_import_id = @import_id
+             FROM ${this.changed} c WHERE c.action <> 'create' AND users.tenant = @tenant AND users.external_id = c.key`,
+        ).run(params);
+        // A password checked once and found unchanged only gets its digest (not an update).
+        if (this.staged.has('pw_digest')) {
+          db.prepare(
+            `UPDATE users SET password_digest = NULLIF(s.pw_digest, '${NO_DIGEST}') FROM ${this.rows} s
+              WHERE users.tenant = @tenant AND users.external_id = s.key AND s.pw_same = 1 AND users.password_digest IS NOT NULLIF(s.pw_digest, '${NO_DIGEST}')`,
+          ).run({ tenant });
+        }
       }
 
-      const created = db.prepare(createUsersSql(this.rows, this.staged)).run(params).changes;
+      const created = db.prepare(createUsersSql(this.rows, this.staged, hasUsers ? this.changed : null)).run(params).changes;
 
       let missing = 0;
       if (req.options.fullSync) {
@@ -308,7 +315,7 @@ export class SqliteStage implements Stage {
       db.prepare('UPDATE imports SET rows = ?, created = ?, updated = ?, unchanged = ?, deactivated = ?, archived = ?, failed = ?, finished_at = ? WHERE id = ?').run(
         counts.rows, counts.created, counts.updated, counts.unchanged, counts.deactivated, counts.archived, counts.failed, new Date().toISOString(), importId,
       );
-      db.exec(`DROP TABLE ${this.changed}`);
+      db.exec(`DROP TABLE IF EXISTS ${this.changed}`);
       return { status, importId, counts };
     });
   }
