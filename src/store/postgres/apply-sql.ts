@@ -41,7 +41,8 @@ const PLAIN = ['first_name', 'last_name', 'role', 'site_id', 'site_label'];
 const col = (c: StagedColumns, name: string) => (c.has(name) ? `s.${name}` : 'NULL::text');
 const stripYear = (x: string) => `regexp_replace(${x}, '_[0-9]{4}$', '')`;
 
-export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean): string {
+/** See the SQLite store's changedRowsSql: `withNew` brings the rows of new users too, as 'create'. */
+export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean, withNew = false): string {
   const newPassword = !c.has('pw_digest')
     ? 'u.password_hash'
     : preview
@@ -60,10 +61,11 @@ export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean)
              u.kind AS o_kind, u.email AS o_email, u.username AS o_username, u.first_name AS o_first_name, u.last_name AS o_last_name,
              u.role AS o_role, u.site_id AS o_site_id, u.site_label AS o_site_label, u.password_hash AS o_password_hash,
              u.password_digest AS o_password_digest, u.active AS o_active, u.archived_at AS o_archived_at, u.attributes AS o_attributes,
+             u.external_id AS o_key,
              ${newPassword} AS n_password_hash,
              CASE WHEN u.archived_at IS NOT NULL THEN ${stripYear('u.email')} ELSE u.email END AS b_email,
              CASE WHEN u.archived_at IS NOT NULL THEN ${stripYear('u.username')} ELSE u.username END AS b_username
-        FROM ${rows} s JOIN users u ON u.tenant = :tenant AND u.external_id = s.key
+        FROM ${rows} s ${withNew ? 'LEFT JOIN' : 'JOIN'} users u ON u.tenant = :tenant AND u.external_id = s.key
     ),
     x AS (
       SELECT b.*, :kind::text AS n_kind,
@@ -84,7 +86,8 @@ export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean)
     SELECT key, line,
            n_kind, n_email, n_username, n_first_name, n_last_name, n_role, n_site_id, n_site_label, n_password_hash, n_password_digest,
            n_active, n_archived_at, n_attributes,
-           CASE WHEN n_archived_at IS NOT NULL AND o_archived_at IS NULL THEN 'archive'
+           CASE WHEN o_key IS NULL THEN 'create'
+                WHEN n_archived_at IS NOT NULL AND o_archived_at IS NULL THEN 'archive'
                 WHEN NOT n_active AND o_active THEN 'deactivate'
                 WHEN (o_archived_at IS NOT NULL AND n_archived_at IS NULL) OR (NOT o_active AND n_active) THEN 'restore'
                 ELSE 'update' END AS action,
@@ -93,10 +96,15 @@ export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean)
            CASE WHEN n_password_hash IS DISTINCT FROM o_password_hash THEN o_password_hash END AS old_password_hash,
            CASE WHEN n_password_hash IS DISTINCT FROM o_password_hash THEN o_password_digest END AS old_password_digest
       FROM d
-     WHERE ${differs}`;
+     WHERE ${withNew ? `o_key IS NULL OR ${differs}` : differs}`;
 }
 
-export function createUsersSql(rows: string, c: StagedColumns): string {
+/**
+ * New users from the staging table: those `newLines` marks 'create', or (null) all not yet in the
+ * directory. An anti-join there, not ON CONFLICT DO NOTHING as in SQLite: PostgreSQL's speculative
+ * insertion, row by row, took a first import of a million users from 1.9 s to 3.4 s.
+ */
+export function createUsersSql(rows: string, c: StagedColumns, newLines: string | null): string {
   const archived = `(:archive AND s.active = 0)`;
   const v = (name: string) => col(c, name);
   return `
@@ -112,7 +120,7 @@ export function createUsersSql(rows: string, c: StagedColumns): string {
            ${c.has('attrs') ? `CASE WHEN s.attrs IS NULL THEN '{}'::jsonb ELSE jsonb_strip_nulls(s.attrs::jsonb) END` : `'{}'::jsonb`},
            now(), now(), :actor, :import_id, :import_id
       FROM ${rows} s
-     WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = :tenant AND u.external_id = s.key)`;
+     WHERE ${newLines ? `s.line IN (SELECT line FROM ${newLines} WHERE action = 'create')` : 'NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = :tenant AND u.external_id = s.key)'}`;
 }
 
 export const missingUsersWhere = (rows: string, failedKeys: string) =>

@@ -92,7 +92,9 @@ export class PgStage implements Stage {
   }
 
   async finish(): Promise<StageSummary> {
-    await this.client.query(`ANALYZE ${this.rows}`);
+    // Statistics for the planner (a temporary table has none: it would guess a nested loop over a
+    // million rows). A small sample is enough to see the size and that keys are distinct.
+    await this.client.query(`BEGIN; SET LOCAL default_statistics_target = 10; ANALYZE ${this.rows}; COMMIT`);
     if (this.repeats.length) {
       const column = this.spec.keyColumn;
       const { rows } = await this.client.query(
@@ -236,30 +238,37 @@ export class PgStage implements Stage {
       actor: req.options.actor, startedAt: req.startedAt, header: req.header, heldImportId: req.heldImportId ?? null, createdFields: createdFields(this.spec.present),
     });
     const params = this.params(req.options, { import_id: importId, actor: req.options.actor });
+    // As in the SQLite store: one pass over the directory finds the users that change and the
+    // rows that are new; into an empty directory every row is new and the pass is skipped.
     const changed = `stage_changed_${importId}`;
-    await this.query(`CREATE TEMP TABLE ${changed} AS ${changedRowsSql(this.rows, this.staged, false)}`, params);
-    const byAction = (await q.query(`SELECT action, count(*) AS n FROM ${changed} GROUP BY action`)).rows as { action: string; n: number }[];
-    await this.query(
-      `INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at, old_password_hash, old_password_digest)
-       SELECT :import_id, :tenant, key, action, fields, old_values, :actor, now(), old_password_hash, old_password_digest FROM ${changed} ORDER BY line`,
-      params,
-    );
-    await this.query(
-      `UPDATE users SET kind = c.n_kind, email = c.n_email, username = c.n_username, first_name = c.n_first_name, last_name = c.n_last_name,
-              role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label, password_hash = c.n_password_hash,
-              password_digest = c.n_password_digest, active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
-              updated_at = now(), updated_by = :actor, last_import_id = :import_id
-         FROM ${changed} c WHERE users.tenant = :tenant AND users.external_id = c.key`,
-      params,
-    );
-    if (this.staged.has('pw_digest')) {
-      await q.query(
-        `UPDATE users SET password_digest = NULLIF(s.pw_digest, '${NO_DIGEST}') FROM ${this.rows} s
-          WHERE users.tenant = $1 AND users.external_id = s.key AND s.pw_same AND users.password_digest IS DISTINCT FROM NULLIF(s.pw_digest, '${NO_DIGEST}')`,
-        [tenant],
+    const hasUsers = (await q.query('SELECT 1 FROM users WHERE tenant = $1 LIMIT 1', [tenant])).rowCount !== 0;
+    let byAction: { action: string; n: number }[] = [];
+    if (hasUsers) {
+      await this.query(`CREATE TEMP TABLE ${changed} AS ${changedRowsSql(this.rows, this.staged, false, true)}`, params);
+      byAction = (await q.query(`SELECT action, count(*) AS n FROM ${changed} WHERE action <> 'create' GROUP BY action`)).rows as { action: string; n: number }[];
+      await this.query(
+        `INSERT INTO user_changes (import_id, tenant, external_id, action, fields, old_values, actor, changed_at, old_password_hash, old_password_digest)
+         SELECT :import_id, :tenant, key, action, fields, old_values, :actor, now(), old_password_hash, old_password_digest FROM ${changed}
+          WHERE action <> 'create' ORDER BY line`,
+        params,
       );
+      await this.query(
+        `UPDATE users SET kind = c.n_kind, email = c.n_email, username = c.n_username, first_name = c.n_first_name, last_name = c.n_last_name,
+                role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label, password_hash = c.n_password_hash,
+                password_digest = c.n_password_digest, active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
+                updated_at = now(), updated_by = :actor, last_import_id = :import_id
+           FROM ${changed} c WHERE c.action <> 'create' AND users.tenant = :tenant AND users.external_id = c.key`,
+        params,
+      );
+      if (this.staged.has('pw_digest')) {
+        await q.query(
+          `UPDATE users SET password_digest = NULLIF(s.pw_digest, '${NO_DIGEST}') FROM ${this.rows} s
+            WHERE users.tenant = $1 AND users.external_id = s.key AND s.pw_same AND users.password_digest IS DISTINCT FROM NULLIF(s.pw_digest, '${NO_DIGEST}')`,
+          [tenant],
+        );
+      }
     }
-    const { text, values } = bind(createUsersSql(this.rows, this.staged), params);
+    const { text, values } = bind(createUsersSql(this.rows, this.staged, hasUsers ? changed : null), params);
     const created = (await q.query(text, values)).rowCount ?? 0;
     let missing = 0;
     if (req.options.fullSync) {
@@ -283,7 +292,7 @@ export class PgStage implements Stage {
     await q.query('UPDATE imports SET rows = $2, created = $3, updated = $4, unchanged = $5, deactivated = $6, archived = $7, failed = $8, finished_at = now() WHERE id = $1', [
       importId, counts.rows, counts.created, counts.updated, counts.unchanged, counts.deactivated, counts.archived, counts.failed,
     ]);
-    await q.query(`DROP TABLE ${changed}`);
+    await q.query(`DROP TABLE IF EXISTS ${changed}`);
     return { status, importId, counts };
   }
 
