@@ -1,5 +1,5 @@
-// `provisioner doctor [--tenant ID]`: one line per check, ✓ or ✗ with how to fix it; exit 1
-// when anything failed. Tenants are checked side by side, so one unreachable host costs one
+// `provisioner doctor [--tenant ID]`: one line per check, ✓ or ✗ (! for a warning) with how to fix
+// it; exit 1 when anything failed. Tenants are checked side by side, so one unreachable host costs one
 // timeout, not one per tenant.
 import { selectTenants } from '../app.js';
 import { resolveConfigPath } from '../config.js';
@@ -8,6 +8,7 @@ import {
   checkBuiltInTemplates,
   checkConfig,
   checkDatabase,
+  checkDigestKey,
   checkLocalFolder,
   checkMail,
   checkTenant,
@@ -21,7 +22,13 @@ export async function doctorCommand(flags: { config?: string; tenant?: string[];
   if (config) {
     // An unknown --tenant is a usage error (exit 2), not a failed check.
     const tenants = selectTenants(config, flags.tenant);
-    checks.push(...(await checkDatabase(config)), checkLocalFolder('work folder', config.workDir, 'workDir'), await checkMail(config), checkBuiltInTemplates());
+    checks.push(
+      ...(await checkDatabase(config)),
+      checkDigestKey(config),
+      checkLocalFolder('work folder', config.workDir, 'workDir'),
+      await checkMail(config),
+      checkBuiltInTemplates(),
+    );
     for (const tenantChecks of await Promise.all(tenants.map((t) => checkTenant(t)))) checks.push(...tenantChecks);
   }
   const failed = checks.filter((c) => c.status === 'fail').length;
@@ -34,7 +41,7 @@ export async function doctorCommand(flags: { config?: string; tenant?: string[];
   return failed ? ExitCode.problems : ExitCode.ok;
 }
 
-const MARK = { ok: '✓', fail: '✗', skip: '-' } as const;
+const MARK = { ok: '✓', fail: '✗', skip: '-', warn: '!' } as const;
 
 function render(checks: Check[]): string {
   const label = (c: Check) => (c.tenant ? `${c.tenant}: ${c.check}` : c.check);

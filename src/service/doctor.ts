@@ -17,7 +17,8 @@ export interface Check {
   check: string;
   /** null for checks of the whole installation. */
   tenant: string | null;
-  status: 'ok' | 'fail' | 'skip';
+  /** warn: works, but not as it should run (the hint says what to change); not a failure. */
+  status: 'ok' | 'fail' | 'skip' | 'warn';
   detail: string;
   /** How to fix it (failures, and skips that need action). */
   hint?: string;
@@ -37,6 +38,30 @@ export function checkConfig(file: string): { check: Check; config?: Config } {
     if (!(err instanceof ConfigError)) throw err;
     return { check: fail(null, 'config', err.message, 'fix the keys listed above; config.example.yaml documents every key') };
   }
+}
+
+/**
+ * The key of the password digests. Without one every unchanged password of a re-run roster is
+ * checked with scrypt (~40 ms each); several workers need the same key, so with PostgreSQL it
+ * must come from the configuration.
+ */
+export function checkDigestKey(config: Config): Check {
+  const { key, keyFile, defaultFile } = config.passwordDigest;
+  if (key) return ok(null, 'password digests', 'keyed by passwordDigestKey');
+  const file = keyFile ?? defaultFile;
+  if (file) {
+    try {
+      fs.accessSync(file, fs.constants.R_OK);
+      return ok(null, 'password digests', `keyed by ${file}`);
+    } catch {
+      if (keyFile) return fail(null, 'password digests', `passwordDigestKeyFile ${file} cannot be read`, `create it (any 32 random bytes, base64: openssl rand -base64 32 > ${file}) or fix its permissions`);
+      return ok(null, 'password digests', `keyed by ${file}, made on the first run`);
+    }
+  }
+  return {
+    ...fail(null, 'password digests', 'no key: every unchanged password of a re-run roster is checked with scrypt (~40 ms each)', 'set passwordDigestKey (or passwordDigestKeyFile), the same on every worker'),
+    status: 'warn',
+  };
 }
 
 /** Reachable, writable, and at our schema version — checked without migrating anything. */
