@@ -2,7 +2,11 @@
 // 127.0.0.1 (the pure-JS one shipped with provisioner), plays a district's IT job uploading
 // an epoch with a few bad rows, runs the worker against it exactly as `run --now` does, and
 // shows what happened and where to look. Everything lands in ./data/demo (recreated each time).
+// `npm run demo -- --console` then keeps the SFTP server up and runs the daemon with its web
+// console and metrics, with the district's corrected file waiting for tier-2's "Run now".
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { runNow } from './commands/run-now.js';
@@ -10,6 +14,7 @@ import { SqliteStore } from './store/sqlite/store.js';
 import { usersCommand } from './commands/users.js';
 import { startEmbeddedSftpServer } from './sftp/embedded-server.js';
 import { epochName } from './worker/uploads.js';
+import { hashPassword } from './import/passwords.js';
 
 const DEMO_DIR = path.resolve('data/demo');
 const TENANT = 'lincoln-usd';
@@ -82,11 +87,55 @@ async function main(): Promise<number> {
       say('\nerrors.csv:');
       process.stdout.write(fs.readFileSync(path.join(bak, 'errors.csv'), 'utf8').replace(/\r\n/g, '\n').replace(/^(?=.)/gm, '  '));
     }
+    const ok = code === 1 && fs.existsSync(bak) && eml.length === 1;
+    if (process.argv.includes('--console')) return ok ? await serveConsole(configPath, root) : 1;
     say(`\nTry: node dist/src/cli.js --config ${rel(configPath)} status`);
-    return code === 1 && fs.existsSync(bak) && eml.length === 1 ? 0 : 1;
+    say('Or:  npm run demo -- --console   (the daemon with its web console and metrics)');
+    return ok ? 0 : 1;
   } finally {
     await server.stop();
   }
+}
+
+/**
+ * The daemon with the console, until Ctrl-C: an operator account with a fresh password, the
+ * tenant's schedule out of the way, and the district's corrected rows waiting as users_auto.csv.
+ */
+async function serveConsole(configPath: string, root: string): Promise<number> {
+  const port = await freePort(8080);
+  const password = crypto.randomBytes(9).toString('base64url');
+  const config = YAML.parse(fs.readFileSync(configPath, 'utf8')) as { http?: unknown; tenants: Record<string, Record<string, unknown>> };
+  config.http = { listen: `127.0.0.1:${port}`, users: { demo: { passwordHash: await hashPassword(password), role: 'operator' } } };
+  Object.assign(config.tenants[TENANT], { schedule: '0 3 * * *', settleSeconds: 0, expectEveryHours: 26 });
+  fs.writeFileSync(configPath, YAML.stringify(config));
+  fs.writeFileSync(path.join(root, 'upload', 'users_auto.csv'), FIXED_USERS);
+  say(`\n$ provisioner --config ${rel(configPath)} run`);
+  say(`  console  http://127.0.0.1:${port}/   sign in as demo / ${password}`);
+  say(`  metrics  curl -s http://127.0.0.1:${port}/metrics | grep '^provisioner_'`);
+  say(`  health   curl -s http://127.0.0.1:${port}/readyz`);
+  say(`The district has fixed its two wrong rows (the duplicate it dropped) and uploaded them as /upload/users_auto.csv: open ${TENANT}`);
+  say('in the console and press "Run now" (its schedule is 03:00). Ctrl-C stops the daemon.\n');
+  const { runDaemon } = await import('./daemon.js');
+  return runDaemon({ config: configPath });
+}
+
+const FIXED_USERS = [
+  'user_id,first_name,last_name,email,role,school_id,active',
+  'T1003,Grace,Hopper,grace.hopper@lincoln.example,admin,200,1',
+  'T1005,Edsger,Dijkstra,edsger.dijkstra@lincoln.example,staff,300,1',
+].join('\r\n') + '\r\n';
+
+/** `preferred` when it is free on 127.0.0.1, else any free port. */
+function freePort(preferred: number): Promise<number> {
+  const listen = (port: number) =>
+    new Promise<number>((resolve, reject) => {
+      const server = net.createServer().once('error', reject);
+      server.listen(port, '127.0.0.1', () => {
+        const { port: bound } = server.address() as net.AddressInfo;
+        server.close(() => resolve(bound));
+      });
+    });
+  return listen(preferred).catch(() => listen(0));
 }
 
 /** The queued report's HTML part as a file, so it can be opened in a browser as it is. */
