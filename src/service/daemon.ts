@@ -1,5 +1,5 @@
 // The worker as a service: every tenant on its own schedule, tier-2 triggers taken from the
-// store within about a second, a bounded number of runs at once, queued mail retried until the
+// store within a quarter of a second, a bounded number of runs at once, queued mail retried until the
 // mail server takes it, a heartbeat so that `status` and `trigger` on any machine know who is
 // up, and a stop that finishes (or hands back) what it holds. Several daemons may share one
 // PostgreSQL store: the store decides which one runs each tick and each trigger.
@@ -39,7 +39,7 @@ export interface DaemonDeps {
 export interface DaemonOptions {
   /** The tenants to serve (default: every enabled tenant). */
   tenants?: TenantConfig[];
-  /** How often to look for triggers (default 1 s: "within seconds" for tier-2). */
+  /** How often to look for triggers (default TRIGGER_POLL_MS). */
   triggerPollMs?: number;
   heartbeatMs?: number;
   /** How often to report outcomes and retry queued mail (default: mail.retrySeconds, at most 60 s). */
@@ -47,6 +47,11 @@ export interface DaemonOptions {
 }
 
 export const HEARTBEAT_MS = 5_000;
+/**
+ * How often pending triggers are looked for. Tier-2 waits on it after every `trigger`; a poll
+ * that finds nothing is one indexed read (SQLite) or an UPDATE matching no row (PostgreSQL).
+ */
+const TRIGGER_POLL_MS = 250;
 /** A tick noticed later than this is logged at warn (the process was busy). */
 const LATE_MS = 1500;
 
@@ -147,7 +152,7 @@ export class Daemon {
     await this.resumeAbandonedClaims();
 
     this.every(1000, () => this.tick());
-    this.every(this.opts.triggerPollMs ?? 1000, () => this.pollTriggers());
+    this.every(this.opts.triggerPollMs ?? TRIGGER_POLL_MS, () => this.pollTriggers());
     this.every(this.opts.heartbeatMs ?? HEARTBEAT_MS, () => store.daemons.beat(processId, this.running()));
     this.every(this.opts.mailRetryMs ?? Math.min(60, config.mail.retrySeconds ?? 30) * 1000, () => this.retryMail());
     // Another daemon's work, when it died: its triggers are taken again once its heartbeat has
