@@ -3,10 +3,9 @@
 // record it), with IS DISTINCT FROM, jsonb and regular expressions. Named parameters (:name) are
 // turned into positional ones by `bind`.
 import { NO_DIGEST } from '../types.js';
+import { PLAIN, TRACKED, type StagedColumns } from '../tracked.js';
 
-export interface StagedColumns {
-  has(name: string): boolean;
-}
+export type { StagedColumns };
 
 /** `sql` with :name placeholders, and the values in order ($1, $2, …). */
 export function bind(sql: string, params: Record<string, unknown>): { text: string; values: unknown[] } {
@@ -22,22 +21,6 @@ export function bind(sql: string, params: Record<string, unknown>): { text: stri
   return { text, values: names.map((n) => params[n]) };
 }
 
-/** [users column, name in user_changes.fields, secret] in history order. */
-const TRACKED: [string, string, boolean][] = [
-  ['kind', 'kind', false],
-  ['email', 'email', false],
-  ['username', 'username', false],
-  ['first_name', 'first_name', false],
-  ['last_name', 'last_name', false],
-  ['role', 'role', false],
-  ['site_id', 'site_id', false],
-  ['site_label', 'site_label', false],
-  ['password_hash', 'password', true],
-  ['active', 'active', false],
-  ['archived_at', 'archived_at', false],
-  ['attributes', 'attributes', false],
-];
-const PLAIN = ['first_name', 'last_name', 'role', 'site_id', 'site_label'];
 const col = (c: StagedColumns, name: string) => (c.has(name) ? `s.${name}` : 'NULL::text');
 const stripYear = (x: string) => `regexp_replace(${x}, '_[0-9]{4}$', '')`;
 

@@ -7,32 +7,13 @@
 // @overwrite_password, @archive. A column the file does not carry is not staged at all: `col`
 // gives the staged column's SQL, or NULL for a column the file lacks.
 import { NO_DIGEST } from '../types.js';
+import { PLAIN, TRACKED, type StagedColumns } from '../tracked.js';
+
+export type { StagedColumns };
 
 /** `x` without a trailing `_<4 digits>` (the suffix archiving adds). */
 const stripYear = (x: string) => `CASE WHEN ${x} GLOB '*_[0-9][0-9][0-9][0-9]' THEN substr(${x}, 1, length(${x}) - 5) ELSE ${x} END`;
 
-/** Tracked fields in history order: [users column, name in user_changes.fields, secret]. */
-export const TRACKED: [string, string, boolean][] = [
-  ['kind', 'kind', false],
-  ['email', 'email', false],
-  ['username', 'username', false],
-  ['first_name', 'first_name', false],
-  ['last_name', 'last_name', false],
-  ['role', 'role', false],
-  ['site_id', 'site_id', false],
-  ['site_label', 'site_label', false],
-  ['password_hash', 'password', true],
-  ['active', 'active', false],
-  ['archived_at', 'archived_at', false],
-  ['attributes', 'attributes', false],
-];
-
-const PLAIN = ['first_name', 'last_name', 'role', 'site_id', 'site_label'];
-
-/** The staged columns of a file: `s.<name>` when it carries it, else NULL (and has(name) false). */
-export interface StagedColumns {
-  has(name: string): boolean;
-}
 const col = (c: StagedColumns, name: string) => (c.has(name) ? `s.${name}` : 'NULL');
 
 /**
