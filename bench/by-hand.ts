@@ -1,14 +1,15 @@
 // The baseline of rows 1 and 2: what an operator does by hand with OpenSSH's `sftp` and the
 // `sqlite3` CLI. Fetch the file in batch mode, then ONE sqlite3 process that imports it into a
-// TEMP table and upserts every row into a WITHOUT ROWID table keyed on user_id.
+// TEMP table and upserts every row into a WITHOUT ROWID table keyed on user_id. Row 7's
+// baseline (by-hand-pg.ts) fetches the file the same way.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TestSftpServer } from '../test/harness/sftp-server.js';
 import { checkInterrupted } from './cleanup.js';
-import { measure } from './measure.js';
+import { measure, type Measurement } from './measure.js';
 import { lastLines, mib, queryValue, round, syncDisks, tempDir } from './provisioner.js';
 
-const COLUMNS = ['user_id', 'first_name', 'last_name', 'email', 'role', 'school_id', 'active'];
+export const COLUMNS = ['user_id', 'first_name', 'last_name', 'email', 'role', 'school_id', 'active'];
 
 /** The recipe in one line, for the table. */
 export const BY_HAND_RECIPE =
@@ -27,14 +28,18 @@ export function upsertScript(csvFile: string): string {
   ].join('\n');
 }
 
-export interface ByHandRun {
+/** What every by-hand baseline reports; each adds the time of its loading step. */
+export interface ByHandResult {
   seconds: number;
   sftpSeconds: number;
-  sqlite3Seconds: number;
   /** The larger of the two processes' peaks. */
   peakRssMiB: number;
   usersInDb: number;
   problem: string | null;
+}
+
+export interface ByHandRun extends ByHandResult {
+  sqlite3Seconds: number;
 }
 
 /** `sftp -b` with the server's key, host key checks off (loopback, a fresh key each run). */
@@ -48,32 +53,48 @@ export function sftpArgs(server: TestSftpServer, batchFile: string): string[] {
 }
 
 /**
+ * `sftp -b "get remoteFile"` into `<dir>/users.csv`, measured: the fetch of every by-hand
+ * baseline. The local copy and sftp's measurement, or what went wrong.
+ */
+export async function sftpGet(
+  server: TestSftpServer,
+  remoteFile: string,
+  dir: string,
+  timeoutSeconds: number,
+): Promise<{ problem: string } | { problem: null; local: string; sftp: Measurement }> {
+  if (!server.privateKeyPath) return { problem: 'by hand: the server has no key for sftp batch mode' };
+  const local = path.join(dir, 'users.csv');
+  const batch = path.join(dir, 'batch');
+  fs.writeFileSync(batch, `get ${remoteFile} ${local}\n`);
+  syncDisks();
+  const sftp = await measure('sftp', sftpArgs(server, batch), {
+    cwd: dir,
+    stdoutFile: path.join(dir, 'sftp.stdout'),
+    stderrFile: path.join(dir, 'sftp.stderr'),
+    timeoutSeconds,
+  });
+  checkInterrupted();
+  if (sftp.code !== 0 || !fs.existsSync(local)) {
+    return { problem: `by hand: sftp ${sftp.timedOut ? 'timed out' : `exited with ${sftp.code ?? sftp.signal}`}: ${lastLines(path.join(dir, 'sftp.stderr'))}` };
+  }
+  return { problem: null, local, sftp };
+}
+
+/**
  * Fetches `remoteFile` with sftp and upserts it into `dbFile` with sqlite3 (created when new).
  * Time = sftp wall time + sqlite3 wall time. The downloaded copy is removed afterwards.
  */
 export async function byHandUpsert(server: TestSftpServer, remoteFile: string, dbFile: string, timeoutSeconds: number): Promise<ByHandRun> {
   const failed = (problem: string, sftpSeconds = 0): ByHandRun => ({ seconds: 0, sftpSeconds, sqlite3Seconds: 0, peakRssMiB: 0, usersInDb: 0, problem });
-  if (!server.privateKeyPath) return failed('the server has no key for sftp batch mode');
   const { dir, remove } = tempDir('provisioner-bench-by-hand-');
   try {
-    const local = path.join(dir, 'users.csv');
-    const batch = path.join(dir, 'batch');
-    fs.writeFileSync(batch, `get ${remoteFile} ${local}\n`);
-    syncDisks();
-    const sftp = await measure('sftp', sftpArgs(server, batch), {
-      cwd: dir,
-      stdoutFile: path.join(dir, 'sftp.stdout'),
-      stderrFile: path.join(dir, 'sftp.stderr'),
-      timeoutSeconds,
-    });
-    checkInterrupted();
-    if (sftp.code !== 0 || !fs.existsSync(local)) {
-      return failed(`by hand: sftp ${sftp.timedOut ? 'timed out' : `exited with ${sftp.code ?? sftp.signal}`}: ${lastLines(path.join(dir, 'sftp.stderr'))}`);
-    }
+    const got = await sftpGet(server, remoteFile, dir, timeoutSeconds);
+    if (got.problem !== null) return failed(got.problem);
+    const { sftp } = got;
     syncDisks();
     const sqlite = await measure('sqlite3', ['-batch', '-bail', dbFile], {
       cwd: dir,
-      stdin: upsertScript(local),
+      stdin: upsertScript(got.local),
       stdoutFile: path.join(dir, 'sqlite3.stdout'),
       stderrFile: path.join(dir, 'sqlite3.stderr'),
       timeoutSeconds,

@@ -49,7 +49,10 @@ export function benchTenant(server: TestSftpServer, id: string, o: TenantOverrid
   };
 }
 
-/** Writes `<work>/config.yaml` (database `<work>/data/provisioner.db`); returns its path. */
+/**
+ * Writes `<work>/config.yaml` (database `<work>/data/provisioner.db`, or the `database` of
+ * `globals`: row 7's PostgreSQL URL); returns its path.
+ */
 export function writeConfig(work: string, tenants: Record<string, Record<string, unknown>>, globals: Record<string, unknown> = {}): string {
   const config = {
     database: './data/provisioner.db',

@@ -7,7 +7,7 @@ import type { SftpServerKind } from '../test/harness/sftp-server.js';
 export const SSHD = '/usr/sbin/sshd';
 
 /** The lines of work, in the order they run and print. */
-export const ROW_NAMES = ['new', 'resync', 'memory', 'passwords', 'poll', 'poll10k', 'daemon'] as const;
+export const ROW_NAMES = ['new', 'resync', 'memory', 'passwords', 'poll', 'poll10k', 'daemon', 'pg'] as const;
 export type RowName = (typeof ROW_NAMES)[number];
 
 /** A row needs these measured first (they run, and print, too). */
@@ -19,6 +19,7 @@ const NEEDS: Record<RowName, RowName[]> = {
   poll: [],
   poll10k: ['poll'],
   daemon: ['new'],
+  pg: [],
 };
 
 export const USAGE = `usage: npm run bench -- [flags]
@@ -38,11 +39,15 @@ rows (names for --only):
                 by hand: a bare ssh2 loop, 32 connections at a time (connect, sftp, readdir, end)
   poll10k    5  10,000 tenants against the T-tenant run: time and peak RSS (not in --quick)
   daemon     6  provisioner run (daemon) + trigger --wait against run --now minus its start-up
+  pg         7  new users N into PostgreSQL: row 1 with database: a fresh PostgreSQL database
+                by hand: sftp -b get + one psql (\\copy into a TEMP table, upsert)
+                server: PROVISIONER_TEST_PG, else postgres://postgres@127.0.0.1:5432/postgres;
+                skipped (neither pass nor fail) without one or without psql
 
 flags:
-  --quick           N = 100,000 and 500,000, T = 200, 1,000 students, no poll10k;
-                    about 3 minutes in all on 2 cores
-  --rows N[,N2]     sizes for rows new, resync, memory, daemon (default 1000000,5000000)
+  --quick           N = 100,000 and 500,000 (pg: 100,000 only), T = 200, 1,000 students,
+                    no poll10k; about 3 minutes in all on 2 cores
+  --rows N[,N2]     sizes for rows new, resync, memory, daemon, pg (default 1000000,5000000)
   --only NAME[,..]  run only these rows (and the rows they need: resync and memory need new,
                     daemon needs new, poll10k needs poll)
   --repeat K        run each measured step K times and keep the fastest (peak RSS: the largest)
@@ -55,9 +60,11 @@ flags:
                     .cpuprofile files in DIR, print where the time went
   -h, --help        this text
 
-Exit code: 0 every target held, 1 a target or a check failed, 2 bad flags or missing tools.
+Exit code: 0 every target held (skipped rows aside), 1 a target or a check failed, 2 bad flags
+or missing tools.
 Results: the table on stdout, progress on stderr, everything in bench/results/latest.json.
-Needs root (sshd with a chroot), OpenSSH sshd and sftp, the sqlite3 CLI; /usr/bin/time if present.
+Needs root (sshd with a chroot), OpenSSH sshd and sftp, the sqlite3 CLI; /usr/bin/time if present;
+row pg a PostgreSQL server and psql.
 `;
 
 export interface Flags {
@@ -67,6 +74,8 @@ export interface Flags {
   rows: Set<RowName>;
   /** The rows asked for (--only), or every row. */
   asked: Set<RowName>;
+  /** Sizes of row pg: every N, but in --quick the first only (it must stay under 3 minutes). */
+  pgSizes: number[];
   repeat: number;
   tenants: number;
   /** Tenants of the poll10k row. */
@@ -145,6 +154,7 @@ export function parseFlags(argv: string[]): Flags {
     sizes,
     rows,
     asked,
+    pgSizes: quick ? sizes.slice(0, 1) : sizes,
     repeat: positive('--repeat', values.repeat ?? '1'),
     tenants: values.tenants ? positive('--tenants', values.tenants) : quick ? 200 : 1000,
     manyTenants: 10_000,

@@ -24,6 +24,8 @@ export interface RowResult {
   measured: string;
   /** Also false when the figure could not be measured (a step failed or timed out). */
   pass: boolean;
+  /** Not measured, for want of something on this machine (row 7: a PostgreSQL server): why. */
+  skipped?: string;
   /** Correctness: "ok", or what was wrong (details in problems). */
   check: string;
   problems: string[];
@@ -37,6 +39,9 @@ export const RECIPES: Array<[string, string]> = [];
 export function addRecipe(title: string, recipe: string): void {
   if (!RECIPES.some(([t]) => t === title)) RECIPES.push([title, recipe]);
 }
+
+/** Passed, or skipped: a skipped row fails nothing (the exit code, "ok" in the JSON). */
+export const held = (r: RowResult): boolean => r.pass || r.skipped !== undefined;
 
 const num = (n: number | null, digits = 2) => (n === null ? '-' : n.toFixed(digits));
 
@@ -55,7 +60,7 @@ export function renderTable(rows: RowResult[], flags: Flags): string {
       num(r.peakRssMiB, 1),
       r.target,
       r.measured,
-      r.pass ? 'PASS' : 'FAIL',
+      r.skipped ? 'SKIP' : r.pass ? 'PASS' : 'FAIL',
       r.check.length > 40 ? `${r.check.slice(0, 39)}…` : r.check,
     ]);
   }
@@ -69,6 +74,8 @@ export function renderTable(rows: RowResult[], flags: Flags): string {
   ];
   const problems = rows.flatMap((r) => r.problems.map((p) => `  ${r.title} (${r.size}): ${p}`));
   if (problems.length) out.push('problems:', ...problems);
+  const skipped = rows.filter((r) => r.skipped).map((r) => `  ${r.title}: ${r.skipped}`);
+  if (skipped.length) out.push('skipped:', ...skipped);
   for (const r of rows) {
     if (!r.profile) continue;
     out.push('', `${r.title} (${r.size}): CPU profile of provisioner (self time, ${fmt(r.profile.totalMs)} ms sampled)`);
@@ -76,8 +83,9 @@ export function renderTable(rows: RowResult[], flags: Flags): string {
     out.push('  top functions:');
     for (const f of r.profile.functions.slice(0, 15)) out.push(`  ${String(f.percent).padStart(5)}%  ${f.name}`);
   }
-  const failed = rows.filter((r) => !r.pass).length;
-  out.push('', failed ? `${failed} of ${rows.length} targets failed` : 'every target held');
+  const failed = rows.filter((r) => !held(r)).length;
+  const measured = rows.length - skipped.length;
+  out.push('', (failed ? `${failed} of ${measured} targets failed` : 'every target held') + (skipped.length ? ` (${skipped.length} skipped)` : ''));
   return out.join('\n') + '\n';
 }
 
@@ -94,7 +102,7 @@ export function writeResults(file: string, rows: RowResult[], flags: Flags, tool
     },
     flags: { ...flags, rows: [...flags.rows], asked: [...flags.asked] },
     loadAverage,
-    ok: rows.every((r) => r.pass),
+    ok: rows.every(held),
     rows,
   };
   fs.mkdirSync(path.dirname(file), { recursive: true });
