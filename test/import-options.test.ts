@@ -201,6 +201,26 @@ describe.each(availableStores())('import options on %s', (storeKind) => {
     });
   });
 
+  describe('values as uploaded', () => {
+    const header = 'user_id,first_name,last_name,email,role,school_id';
+    // A batch with a tab anywhere is escaped value by value: the other rows get a file of their own.
+    const plain = ['u2,"Line\nbreak","Carriage\rreturn",u2@lincoln.example,teacher,S1', 'u3,"Sep\u001earator",\\N,u3@lincoln.example,,S2', 'u4,Back\\slash,Plain,u4@lincoln.example,,'];
+    const tab = ['u1,"Tab\there","Back\\slash \\N",u1@lincoln.example,teacher,'];
+
+    it('keeps line breaks, backslashes, a literal \\N, tabs and the staging separator in values, and an empty cell empty', async () => {
+      expect((await load({ kind: 'samegoal-users' }, header, ...plain)).counts).toMatchObject({ rows: 3, created: 3, failed: 0 });
+      expect((await load({ kind: 'samegoal-users' }, header, ...tab)).counts).toMatchObject({ rows: 1, created: 1, failed: 0 });
+      expect(rowsOf('SELECT external_id, first_name, last_name, role, site_id FROM users ORDER BY external_id')).toEqual([
+        { external_id: 'u1', first_name: 'Tab\there', last_name: 'Back\\slash \\N', role: 'teacher', site_id: null },
+        { external_id: 'u2', first_name: 'Line\nbreak', last_name: 'Carriage\rreturn', role: 'teacher', site_id: 'S1' },
+        { external_id: 'u3', first_name: 'Sep\u001earator', last_name: '\\N', role: null, site_id: 'S2' },
+        { external_id: 'u4', first_name: 'Back\\slash', last_name: 'Plain', role: null, site_id: null },
+      ]);
+      // The same rows again change nothing: what was stored is what the file says.
+      expect((await load({ kind: 'samegoal-users' }, header, ...plain, ...tab)).counts).toMatchObject({ rows: 4, created: 0, updated: 0, unchanged: 4 });
+    });
+  });
+
   describe('key column that is also the e-mail column (agylia-users)', () => {
     it('keys users by the lower-cased address, keeps the address as written, and finds case-only duplicates', async () => {
       const r = await load(

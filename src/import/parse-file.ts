@@ -63,13 +63,14 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let rejected: string | null = null;
   let rows = 0;
   let rowsOut: (string | null)[][] = [];
-  let copyOut = '';
+  let tabSeen = false; // COPY: a batch's text held a tab, which a value may then hold
   let count = 0;
   let failedOut: StageBatch['failed'] = [];
   let repeats: number[] = [];
   const copy = req.format === 'copy';
   // Besides the file's own text, only the site map's labels reach a staged row unescaped.
   const labelsHoldSeparator = Object.values(req.options.siteMap).some((label) => label.includes(STAGE_SEPARATOR));
+  const labelsHoldTab = Object.values(req.options.siteMap).some((label) => label.includes('\t'));
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
   const seen = new KeyFilter(fs.statSync(req.file).size / 40);
   let awkward = false; // a value holds the separator: this batch goes as an array
@@ -79,10 +80,10 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
 
   const flush = async () => {
     if (req.mode === 'stage' && (count || failedOut.length)) {
-      const rowsText = copy ? copyOut : awkward ? '' : joinRows(rowsOut);
+      const rowsText = copy ? copyRows(rowsOut, tabSeen) : awkward ? '' : joinRows(rowsOut);
       const batch: StageBatch = { count, rows: rowsText, failed: failedOut, repeats, ...(awkward && !copy ? { values: rowsOut.flat() } : {}) };
       rowsOut = [];
-      copyOut = '';
+      tabSeen = false;
       count = 0;
       failedOut = [];
       repeats = [];
@@ -105,6 +106,7 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
         // neither a NUL nor the staging separator.
         const mayHoldNul = text.includes('\u0000');
         const mayHoldSeparator = !copy && (labelsHoldSeparator || text.includes(STAGE_SEPARATOR));
+        tabSeen ||= copy && (labelsHoldTab || text.includes('\t'));
         for (const record of records) {
           if (rejected) return;
           if (!checker) {
@@ -132,11 +134,8 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
             if (seen.add(result.key)) repeats.push(record.line);
             count++;
             const row = result.row;
-            if (copy) copyOut += copyLine(row);
-            else {
-              if (mayHoldSeparator && row.some((v) => v !== null && v.includes(STAGE_SEPARATOR))) awkward = true;
-              rowsOut.push(row);
-            }
+            if (mayHoldSeparator && row.some((v) => v !== null && v.includes(STAGE_SEPARATOR))) awkward = true;
+            rowsOut.push(row);
           } else {
             if (result.key) seen.add(result.key);
             failedOut.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
@@ -163,13 +162,26 @@ function joinRows(rows: (string | null)[][]): string {
   return lines.join(STAGE_SEPARATOR);
 }
 
-/** One row in COPY's text format: tab-separated, \N for NULL, backslash escapes. */
-function copyLine(values: (string | null)[]): string {
-  let line = '';
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (i) line += '\t';
-    line += v === null ? '\\N' : /[\\\t\n\r]/.test(v) ? v.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')) : v;
+/** A character COPY's text format escapes (a tab is looked for in the batch's text instead). */
+const COPY_SPECIAL = /[\\\n\r]/;
+
+/**
+ * Rows in COPY's text format: tab-separated, \N for NULL, backslash escapes. Most rows need no
+ * escaping, which one native join and one search per row tell; the others are escaped value by
+ * value. `mayHoldTab`: the rows' text held a tab somewhere.
+ */
+function copyRows(rows: (string | null)[][], mayHoldTab: boolean): string {
+  const lines = new Array<string>(rows.length + 1);
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r];
+    const joined = row.join('\t');
+    if (mayHoldTab || COPY_SPECIAL.test(joined)) lines[r] = copyLine(row);
+    else lines[r] = row.includes(null) ? row.map((v) => v ?? '\\N').join('\t') : joined;
   }
-  return line + '\n';
+  lines[rows.length] = ''; // the last line's line break
+  return lines.join('\n');
+}
+
+function copyLine(values: (string | null)[]): string {
+  return values.map((v) => (v === null ? '\\N' : v.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')))).join('\t');
 }
