@@ -119,8 +119,10 @@ export class SftpSession {
   /** Download with parallel reads: much faster than a streaming get on real links. */
   async download(remote: string, local: string): Promise<void> {
     fs.mkdirSync(path.dirname(local), { recursive: true });
-    // Parallel 256 KiB reads; every chunk that arrives proves the link alive.
-    await this.call(`download ${remote}`, (alive) => this.client.fastGet(remote, local, { chunkSize: 262144, concurrency: 16, step: () => alive() }));
+    // 64 reads of 128 KiB in flight; every chunk that arrives proves the link alive. OpenSSH's
+    // server answers at most about 255 KiB a read, so 256 KiB requests came back short and were
+    // asked again: 93 MB took 0.4-1.1 s that way, 0.15-0.4 s like this.
+    await this.call(`download ${remote}`, (alive) => this.client.fastGet(remote, local, { chunkSize: 131072, concurrency: 64, step: () => alive() }));
   }
 
   async readText(remote: string): Promise<string> {
