@@ -3,7 +3,7 @@
 import { StoreError } from '../errors.js';
 import type { Store } from './types.js';
 import { SqliteStore } from './sqlite/store.js';
-import type { WaitLog } from './sqlite/connection.js';
+import { isBusy, type WaitLog } from './sqlite/connection.js';
 
 export interface OpenStoreOptions {
   /** Run migrations (default). `doctor` opens without, to see whether the schema is current. */
@@ -33,11 +33,7 @@ export async function openStore(database: string, opts: OpenStoreOptions = {}): 
     const { PostgresStore } = await import('./postgres/store.js');
     store = await PostgresStore.connect(database, describeDatabase(database));
   } else {
-    try {
-      store = new SqliteStore(database, { log: opts.log, busyWaitMs: opts.busyWaitMs });
-    } catch (err) {
-      throw new StoreError(`cannot open the database ${database}: ${(err as Error).message}`, { cause: err });
-    }
+    store = await openSqlite(database, opts);
   }
   try {
     if (opts.migrate !== false) await store.schema.migrate();
@@ -47,4 +43,23 @@ export async function openStore(database: string, opts: OpenStoreOptions = {}): 
     throw new StoreError(`cannot prepare the database ${describeDatabase(database)}: ${(err as Error).message}`, { cause: err });
   }
   return store;
+}
+
+/**
+ * A SQLite file another process is creating, switching to WAL or recovering can refuse to open
+ * for a moment (SQLite does not always wait by itself then): tried again, without blocking the
+ * event loop, for up to a few seconds.
+ */
+async function openSqlite(database: string, opts: OpenStoreOptions): Promise<Store> {
+  const started = Date.now();
+  for (let delay = 10; ; delay = Math.min(delay * 2, 250)) {
+    try {
+      return new SqliteStore(database, { log: opts.log, busyWaitMs: opts.busyWaitMs });
+    } catch (err) {
+      if (!isBusy(err) || Date.now() - started > 10_000) {
+        throw new StoreError(`cannot open the database ${database}: ${(err as Error).message}`, { cause: err });
+      }
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }

@@ -21,7 +21,7 @@ export interface ConnectionOptions {
   readonly?: boolean;
 }
 
-const isBusy = (err: unknown): boolean => {
+export const isBusy = (err: unknown): boolean => {
   const code = (err as { code?: string } | null)?.code;
   return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED';
 };
@@ -44,15 +44,20 @@ export class SqliteConnection {
     // Opening may meet another process switching the file to WAL or recovering it: a short
     // wait, once per process. From then on waits are ours (async): SQLite's own would block
     // the event loop.
-    this.db.pragma('busy_timeout = 5000');
-    if (!opts.readonly) this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 0');
-    this.db.pragma('foreign_keys = ON');
-    // Bounded caches: memory must not grow with a file, and 16 MiB each is where the apply of a
-    // million rows stops getting faster.
-    this.db.pragma('cache_size = -16384');
-    this.db.pragma('temp.cache_size = -16384');
+    try {
+      this.db.pragma('busy_timeout = 5000');
+      if (!opts.readonly) this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma('busy_timeout = 0');
+      this.db.pragma('foreign_keys = ON');
+      // Bounded caches: memory must not grow with a file, and 16 MiB each is where the apply of
+      // a million rows stops getting faster.
+      this.db.pragma('cache_size = -16384');
+      this.db.pragma('temp.cache_size = -16384');
+    } catch (err) {
+      this.db.close(); // the caller may try again (another process was switching the file to WAL)
+      throw err;
+    }
   }
 
   /** A prepared statement, prepared once per connection. */

@@ -22,7 +22,8 @@ class SqliteSchema implements SchemaStore {
   async migrate(): Promise<void> {
     const { current, latest } = await this.version();
     if (current >= latest) return;
-    this.c.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)');
+    // In a write transaction (waited for like any other): another process may be migrating.
+    await this.c.write(() => this.c.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)'));
     for (const m of migrations) {
       // Each in its own IMMEDIATE transaction: two processes starting at once never both run one.
       await this.c.write(() => {
