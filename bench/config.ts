@@ -10,7 +10,7 @@
 // ============================================================================================
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
+import { dump } from 'js-yaml';
 import type { TestSftpServer } from '../test/harness/sftp-server.js';
 
 /** Global keys added to the config of the poll rows (see the note above). */
@@ -62,6 +62,6 @@ export function writeConfig(work: string, tenants: Record<string, Record<string,
     tenants,
   };
   const file = path.join(work, 'config.yaml');
-  fs.writeFileSync(file, YAML.stringify(config));
+  fs.writeFileSync(file, dump(config, { skipInvalid: true, lineWidth: -1 }));
   return file;
 }

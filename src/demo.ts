@@ -8,7 +8,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import YAML from 'yaml';
+import { parseYaml, toYaml } from './yaml.js';
 import { runNow } from './commands/run-now.js';
 import { SqliteStore } from './store/sqlite/store.js';
 import { usersCommand } from './commands/users.js';
@@ -40,7 +40,7 @@ async function main(): Promise<number> {
     const configPath = path.join(DEMO_DIR, 'config.yaml');
     fs.writeFileSync(
       configPath,
-      YAML.stringify({
+      toYaml({
         database: './provisioner.db',
         log: { level: 'warn', format: 'pretty' },
         mail: { from: 'Account Provisioning <provisioning@vendor.example>', outbox: './outbox' },
@@ -104,10 +104,10 @@ async function main(): Promise<number> {
 async function serveConsole(configPath: string, root: string): Promise<number> {
   const port = await freePort(8080);
   const password = crypto.randomBytes(9).toString('base64url');
-  const config = YAML.parse(fs.readFileSync(configPath, 'utf8')) as { http?: unknown; tenants: Record<string, Record<string, unknown>> };
+  const config = parseYaml(fs.readFileSync(configPath, 'utf8')) as { http?: unknown; tenants: Record<string, Record<string, unknown>> };
   config.http = { listen: `127.0.0.1:${port}`, users: { demo: { passwordHash: await hashPassword(password), role: 'operator' } } };
   Object.assign(config.tenants[TENANT], { schedule: '0 3 * * *', settleSeconds: 0, expectEveryHours: 26 });
-  fs.writeFileSync(configPath, YAML.stringify(config));
+  fs.writeFileSync(configPath, toYaml(config));
   fs.writeFileSync(path.join(root, 'upload', 'users_auto.csv'), FIXED_USERS);
   say(`\n$ provisioner --config ${rel(configPath)} run`);
   say(`  console  http://127.0.0.1:${port}/   sign in as demo / ${password}`);

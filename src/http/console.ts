@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import YAML from 'yaml';
+import { toYaml } from '../yaml.js';
 import type { TenantConfig } from '../config.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
 import { feedTimes } from '../service/overdue.js';
@@ -42,7 +42,7 @@ const pageOf = (q: Query) => Math.max(1, Math.min(100_000, Number.parseInt(q.pag
 /** The tenant's configuration as the file has it, secrets replaced. */
 function shownConfig(t: TenantConfig): string {
   const hidden = (v: string | undefined) => (v === undefined ? undefined : '(hidden)');
-  return YAML.stringify({ ...t, sftp: { ...t.sftp, password: hidden(t.sftp.password), passphrase: hidden(t.sftp.passphrase) } });
+  return toYaml({ ...t, sftp: { ...t.sftp, password: hidden(t.sftp.password), passphrase: hidden(t.sftp.passphrase) } });
 }
 
 /** Where an epoch's upload is now on the SFTP host, by the latest outcome that placed it. */

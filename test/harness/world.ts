@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import YAML from 'yaml';
+import { toYaml } from '../../src/yaml.js';
 import { fileURLToPath } from 'node:url';
 import { availableSftpServerKinds, startTestSftpServer, type SftpServerKind, type TestSftpServer, type TestSftpServerOptions } from './sftp-server.js';
 import { availableStores, createPgDatabase, querySync, type StoreKind } from './stores.js';
@@ -131,7 +131,7 @@ export class World {
   }
 
   writeConfig(): void {
-    fs.writeFileSync(this.configPath, YAML.stringify(this.config));
+    fs.writeFileSync(this.configPath, toYaml(this.config));
   }
 
   /** Local path of a remote path. */
