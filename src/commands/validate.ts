@@ -2,6 +2,7 @@
 // worker. Nothing is applied; staging happens in a throw-away in-memory database, and the
 // tenant's SFTP secrets are never needed.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { selectTenants } from '../app.js';
 import { DEFAULT_OPTIONS, loadConfig, resolveConfigPath, type ImportOptions } from '../config.js';
@@ -55,7 +56,7 @@ export async function validateCommand(file: string, flags: ValidateFlags): Promi
     await store.schema.migrate();
     const result = await importFile({
       store, kinds, hasher: null, tenant: flags.tenant ?? 'validate', kind: kind!, options, encoding, maxRecordBytes, digestKey: null,
-      localPath: file, errorsCsvPath, epoch: 'validate', file: path.basename(file), runId: null, mode: 'check',
+      localPath: file, scratchDir: os.tmpdir(), errorsCsvPath, epoch: 'validate', file: path.basename(file), runId: null, mode: 'check',
     });
     if (flags.json) process.stdout.write(JSON.stringify(result, null, 2) + '\n');
     else {

@@ -31,7 +31,26 @@ export interface CsvReadOptions {
    * rejects the file as soon as it is seen.
    */
   maxRecordBytes?: number;
+  /**
+   * Read only this part of the file: bytes [start, end), cut just after a line feed, whose first
+   * byte starts line `firstLine`. Several parts of one file are read at once (parse threads);
+   * a part that is not the file's last must end between records, or readCsv rejects with
+   * PartMisaligned (its last line feed was inside a quoted value: read the file whole instead).
+   */
+  part?: FilePart;
+  /** Compute the SHA-1 of the whole file (default true; a part reads on past its end to do it). */
+  sha1?: boolean;
 }
+
+export interface FilePart {
+  start: number;
+  end: number;
+  firstLine: number;
+  last: boolean;
+}
+
+/** A part of a file did not end between records: the file must be read as one part. */
+export class PartMisaligned extends Error {}
 
 export interface CsvReadSummary {
   /** Records handed to `onBatch` (the header row included, blank rows not). */
@@ -88,15 +107,20 @@ export async function readCsv(
 ): Promise<CsvReadSummary> {
   const decoder = new TextDecoder(options.encoding ?? 'utf-8', { fatal: true, ignoreBOM: true });
   const maxRecord = Math.max(1, Math.floor(options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES));
-  const records = new RecordStream(onBatch, maxRecord);
-  const hash = crypto.createHash('sha1');
+  const part = options.part;
+  const records = new RecordStream(onBatch, maxRecord, part?.firstLine ?? 1, (part?.start ?? 0) === 0);
+  const hash = options.sha1 === false ? null : crypto.createHash('sha1');
   const fh = await fs.promises.open(file, 'r');
   let pendingRead: Promise<{ bytesRead: number }> | undefined;
   try {
     const buffers = [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
     let which = 0;
-    let offset = 0;
-    pendingRead = fh.read(buffers[which], 0, READ_CHUNK, 0);
+    const first = part?.start ?? 0;
+    const stop = part && !part.last ? part.end : Infinity;
+    let offset = first;
+    // A part's bytes before its start are hashed first (only part 0 hashes, so there are none).
+    if (hash && first > 0) await hashRange(fh, hash, buffers[0], 0, first);
+    pendingRead = fh.read(buffers[which], 0, Math.min(READ_CHUNK, stop - offset), offset);
     for (;;) {
       const { bytesRead }: { bytesRead: number } = await pendingRead;
       pendingRead = undefined;
@@ -104,9 +128,10 @@ export async function readCsv(
       const chunk = buffers[which].subarray(0, bytesRead);
       // Read the next chunk into the other buffer while this one is processed.
       which ^= 1;
-      pendingRead = fh.read(buffers[which], 0, READ_CHUNK, offset + bytesRead);
+      const next = Math.min(READ_CHUNK, stop - (offset + bytesRead));
+      pendingRead = next > 0 ? fh.read(buffers[which], 0, next, offset + bytesRead) : Promise.resolve({ bytesRead: 0 });
       pendingRead.catch(() => undefined); // awaited on the next turn, or dropped if we stop
-      hash.update(chunk);
+      hash?.update(chunk);
       // Decoded a piece at a time: small strings die young, where a 1 MiB one would go to the
       // large-object space and stay there until a full collection (peak RSS then grows with the file).
       for (let at = 0; at < bytesRead; at += PIECE) {
@@ -128,12 +153,27 @@ export async function readCsv(
       throw notDecodable(decoder.encoding, new Uint8Array(0), offset, records);
     }
     await records.push(rest);
-    await records.end();
-    return { records: records.records, lines: records.line - 1, bytes: offset, sha1: hash.digest('hex') };
+    if (part && !part.last) records.endPart();
+    else await records.end();
+    // A part that is not the last hashes on to the end of the file (only part 0 is asked to).
+    const size = hash && stop !== Infinity ? await hashRange(fh, hash, buffers[0], offset, Infinity) : offset;
+    return { records: records.records, lines: records.line - (part?.firstLine ?? 1), bytes: size - first, sha1: hash ? hash.digest('hex') : '' };
   } finally {
     if (pendingRead) await pendingRead.catch(() => undefined);
     await fh.close();
   }
+}
+
+/** Hashes bytes [from, to) of an open file; returns where it stopped (to, or the end of the file). */
+async function hashRange(fh: fs.promises.FileHandle, hash: crypto.Hash, buffer: Buffer, from: number, to: number): Promise<number> {
+  let at = from;
+  while (at < to) {
+    const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, to - at), at);
+    if (bytesRead === 0) break;
+    hash.update(buffer.subarray(0, bytesRead));
+    at += bytesRead;
+  }
+  return at;
 }
 
 /**
@@ -141,8 +181,6 @@ export async function readCsv(
  * read (which may not grow past `maxRecord`).
  */
 class RecordStream {
-  /** The line the next record starts on (the line of the first character of `carry`). */
-  line = 1;
   records = 0;
   private readonly pieceSize: number;
   /** Text of the incomplete record at the end of what has been scanned. */
@@ -152,7 +190,8 @@ class RecordStream {
   private carryMultiline = false;
   /** Text seen before the line-break style is known (the first line, at most maxRecord long). */
   private head: string | null = '';
-  private first = true;
+  /** A BOM may open the text (it is the start of the file). */
+  private first: boolean;
   /** The line-break character records end with: LF (which also covers CRLF) or CR alone. */
   private nl = LF;
   private nlStr = '\n';
@@ -168,8 +207,12 @@ class RecordStream {
   constructor(
     private readonly onBatch: (records: CsvRecord[], text: string) => void | Promise<void>,
     private readonly maxRecord: number,
+    /** The line the next record starts on (the line of the first character of `carry`). */
+    public line: number,
+    atFileStart: boolean,
   ) {
     this.pieceSize = Math.min(PIECE, maxRecord);
+    this.first = atFileStart;
   }
 
   async push(text: string): Promise<void> {
@@ -214,6 +257,14 @@ class RecordStream {
         `a quoted value that starts on line ${line} is never closed (missing closing quote "). ` +
           `Check that line for a stray quote character.`,
       );
+    }
+  }
+
+  /** End of a part that is not the file's last: it must end just after a record. */
+  endPart(): void {
+    const pending = (this.head ?? '') + this.carry.join('');
+    if (this.state !== START || pending.length > 0) {
+      throw new PartMisaligned(`the part ending on line ${this.line} ends inside a record (a quoted value holds the line break)`);
     }
   }
 

@@ -3,14 +3,20 @@
 //   full-sync hold check → passwords hashed where new or changed (never in a dry run, never
 //   before the hold check) → one write transaction (the store's stage.apply).
 // Used by the worker after a download, by `release`, and by `validate` (mode 'check').
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { ImportOptions } from '../config.js';
 import type { ApplyOptions, ErrorRow, HoldCheck, ImportCounts, ImportRow, ImportStatus, Stage, Store } from '../store/types.js';
 import { emptyCounts } from '../store/types.js';
 import { formatProblems, writeErrorsCsv } from './errors-csv.js';
 import type { Hasher } from './hash-pool.js';
 import type { KindRegistry } from './kinds.js';
-import type { ParseRequest } from './parse-file.js';
+import { mapHeaders } from './headers.js';
+import { readHeader, type CollectedRow, type ParseRequest } from './parse-file.js';
+import { stageFile } from './parse-parts.js';
 import { parse } from './parse-thread.js';
+import { RowChecker } from './rows.js';
 
 export interface FileImportRequest {
   store: Store;
@@ -33,6 +39,8 @@ export interface FileImportRequest {
   release?: { heldImportId: number } | null;
   /** Keep-in-place content, remembered with the import. */
   content?: { path: string; sha1: string };
+  /** Where the file's scratch data goes (default: beside the file, in the run's work folder). */
+  scratchDir?: string;
   /** check mode: write errors.csv here when rows fail. */
   errorsCsvPath?: string;
   onProgress?: (rows: number) => void;
@@ -83,7 +91,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
   const startedAt = new Date().toISOString();
   const base = { file: req.file, kind: req.kind, importId: null, sampleErrors: [] as string[] };
   let stage: Stage | undefined;
-  const parseRequest: ParseRequest = {
+  const parseRequest: Omit<ParseRequest, 'mode'> = {
     file: req.localPath,
     kind: req.kind,
     tenant: req.tenant,
@@ -91,10 +99,8 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     encoding: req.encoding,
     maxRecordBytes: req.maxRecordBytes,
     digestKey: req.digestKey ? req.digestKey.toString('base64') : null,
-    mode: 'stage',
-    format: req.store.directory.stageFormat,
   };
-  const keyColumn = req.kinds.get(req.kind, { sso: req.options.sso }).key;
+  const kind = req.kinds.get(req.kind, { sso: req.options.sso });
   const timings: Record<string, number> = {};
   let mark = performance.now();
   const step = (name: string) => {
@@ -102,39 +108,42 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     timings[name] = Math.round(now - mark);
     mark = now;
   };
+  // Scratch space for this file's staging (the parts the parse threads write), next to the
+  // downloaded file: a killed run's leftovers are swept with its work folder.
+  const scratch = fs.mkdtempSync(path.join(req.scratchDir ?? path.dirname(req.localPath), 'stage-'));
+  const rejectedWith = async (message: string, contentSha1: string, header: string[] | null): Promise<FileImportResult> => {
+    const importId =
+      req.mode === 'apply'
+        ? await req.store.imports.recordUnapplied({
+            runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'rejected', message,
+            contentSha1, counts: emptyCounts(), actor: req.options.actor, header, startedAt,
+          })
+        : null;
+    return { ...base, status: 'rejected', message, counts: emptyCounts(), importId, contentSha1 };
+  };
   try {
-    const summary = await parse(
-      parseRequest,
-      async (e) => {
-        if (e.type === 'header') stage = await req.store.directory.openStage({ tenant: req.tenant, kind: req.kind, keyColumn, present: e.present });
-        else if (e.type === 'batch') {
-          await stage!.write(e.batch);
-          req.onProgress?.(e.rowsSoFar);
-        }
-      },
-      req.kinds,
-    );
+    const head = await readHeader(req.localPath, req.encoding, req.maxRecordBytes);
+    const mapped = 'header' in head ? mapHeaders(head.header, kind, req.options.strictHeaders) : null;
+    if (!mapped?.ok) {
+      const message = 'rejected' in head ? head.rejected : (mapped as { problem: string }).problem;
+      return await rejectedWith(message, await sha1Of(req.localPath), null);
+    }
+    const header = (head as { header: string[] }).header;
+    const present = new RowChecker(kind, mapped.map, req.options, req.tenant, null).present;
+    stage = await req.store.directory.openStage({ tenant: req.tenant, kind: req.kind, keyColumn: kind.key, present, dir: scratch });
+    const summary = await stageFile({ parse: parseRequest, header, stage, keyIndex: req.options.fullSync, kinds: req.kinds, onProgress: req.onProgress });
     step('parseMs');
     const contentSha1 = summary.sha1;
-    if (summary.rejected) {
-      const message = summary.rejected;
-      const importId =
-        req.mode === 'apply'
-          ? await req.store.imports.recordUnapplied({
-              runId: req.runId, tenant: req.tenant, epoch: req.epoch, file: req.file, kind: req.kind, status: 'rejected', message,
-              contentSha1, counts: emptyCounts(), actor: req.options.actor, header: summary.header, startedAt,
-            })
-          : null;
-      return { ...base, status: 'rejected', message, counts: emptyCounts(), importId, contentSha1 };
-    }
+    if (summary.rejected) return await rejectedWith(summary.rejected, contentSha1 || (await sha1Of(req.localPath)), mapped.map.original);
+    const original = mapped.map.original;
     req.onProgress?.(summary.rows);
-    const staged = await stage!.finish();
+    const staged = await stage.finish();
     if (staged.duplicateLines.length) {
       const cells: { line: number; raw: string[] }[] = [];
-      await parse({ ...parseRequest, mode: 'collect', lines: staged.duplicateLines }, (e) => {
-        if (e.type === 'collected') cells.push(...e.rows.map((r) => ({ line: r.line, raw: r.raw })));
-      }, req.kinds);
-      await stage!.setDuplicateCells(cells);
+      await collect(req, parseRequest, staged.duplicateLines, (rows) => {
+        cells.push(...rows.map((r) => ({ line: r.line, raw: r.raw })));
+      });
+      await stage.setDuplicateCells(cells);
     }
     step('finishMs');
     const status: ImportStatus = staged.failed > 0 ? 'applied with errors' : 'applied';
@@ -143,37 +152,53 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     if (req.mode === 'check') {
       const counts = { ...emptyCounts(), rows: summary.rows, failed: staged.failed };
       const errorsCsv = staged.failed > 0 && req.errorsCsvPath ? req.errorsCsvPath : null;
-      if (errorsCsv) await writeErrorsCsv(errorsCsv, summary.header!, stage!.errorRows());
-      return { ...base, status, message: null, counts, contentSha1, errorsCsv, sampleErrors: await firstErrors(stage!.errorRows()) };
+      if (errorsCsv) await writeErrorsCsv(errorsCsv, original, stage.errorRows());
+      return { ...base, status, message: null, counts, contentSha1, errorsCsv, sampleErrors: await firstErrors(stage.errorRows()) };
     }
 
-    const hold = await stage!.holdCheck(options);
+    const hold = await stage.holdCheck(options);
     step('holdMs');
     if (hold?.exceeds && !req.release) {
       const counts = { ...emptyCounts(), rows: summary.rows, failed: staged.failed, deactivated: hold.missing };
-      return recordHeld(req, { hold, counts, contentSha1, header: summary.header!, startedAt, sampleErrors: await firstErrors(stage!.errorRows()) });
+      return recordHeld(req, { hold, counts, contentSha1, header: original, startedAt, sampleErrors: await firstErrors(stage.errorRows()) });
     }
     if (req.mode === 'dry-run') {
-      const counts = await stage!.preview(options);
-      return { ...base, status, message: null, counts, contentSha1, hold: hold ?? undefined, sampleErrors: await firstErrors(stage!.errorRows()) };
+      const counts = await stage.preview(options);
+      return { ...base, status, message: null, counts, contentSha1, hold: hold ?? undefined, sampleErrors: await firstErrors(stage.errorRows()) };
     }
 
     await hashPasswords(req, stage!, parseRequest);
     step('hashMs');
-    const result = await stage!.apply({
-      runId: req.runId, epoch: req.epoch, file: req.file, contentSha1, header: summary.header!, options,
+    const result = await stage.apply({
+      runId: req.runId, epoch: req.epoch, file: req.file, contentSha1, header: original, options,
       releaseHold: !!req.release, heldImportId: req.release?.heldImportId ?? null, content: req.content, startedAt,
     });
     step('applyMs');
     if (result.status === 'applied before') return { ...fromImport(result.import), appliedBefore: true };
     if (result.status === 'held') {
-      return recordHeld(req, { hold: result.hold, counts: result.counts, contentSha1, header: summary.header!, startedAt, sampleErrors: await firstErrors(stage!.errorRows()) });
+      return recordHeld(req, { hold: result.hold, counts: result.counts, contentSha1, header: original, startedAt, sampleErrors: await firstErrors(stage.errorRows()) });
     }
     const sampleErrors = (await req.store.imports.errors(result.importId, SAMPLE)).map((e) => formatProblems({ line: e.line, problems: [{ column: e.column ?? '', value: e.value ?? '', reason: e.reason }] }));
     return { ...base, status: result.status, message: null, counts: result.counts, importId: result.importId, contentSha1, sampleErrors, timings };
   } finally {
     await stage?.close();
+    fs.rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/** Reads the rows at `lines` again (ascending), a batch at a time. */
+function collect(req: FileImportRequest, parseRequest: Omit<ParseRequest, 'mode'>, lines: number[], onRows: (rows: CollectedRow[]) => void | Promise<void>) {
+  return parse({ ...parseRequest, mode: 'collect', lines }, (e) => (e.type === 'collected' ? onRows(e.rows) : undefined), {
+    thread: fs.statSync(req.localPath).size >= 4 * 1024 * 1024,
+    kinds: req.kinds,
+  });
+}
+
+/** SHA-1 of a file that was rejected before it was read through. */
+async function sha1Of(file: string): Promise<string> {
+  const hash = crypto.createHash('sha1');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
 
 /**
@@ -181,19 +206,18 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
  * checked once: their passwords are read from the file again, never stored, and hashed on the
  * pool, a batch at a time.
  */
-async function hashPasswords(req: FileImportRequest, stage: Stage, parseRequest: ParseRequest): Promise<void> {
+async function hashPasswords(req: FileImportRequest, stage: Stage, parseRequest: Omit<ParseRequest, 'mode'>): Promise<void> {
   const work = await stage.passwordWork(req.options.overwritePassword);
   if (work.hash.length === 0 && work.verify.length === 0) return;
   if (!req.hasher) throw new Error('passwords must be hashed but no hashing pool was given');
   const stored = new Map(work.verify.map((v) => [v.line, v.hash]));
   const lines = [...work.hash, ...work.verify.map((v) => v.line)].sort((a, b) => a - b);
   const hasher = req.hasher;
-  await parse({ ...parseRequest, mode: 'collect', lines }, async (e) => {
-    if (e.type !== 'collected') return;
-    const rows = e.rows.filter((r) => r.password !== null);
+  await collect(req, parseRequest, lines, async (collected) => {
+    const rows = collected.filter((r) => r.password !== null);
     const hashes = await hasher.run(rows.map((r) => ({ password: r.password!, stored: stored.get(r.line) ?? null })));
     await stage.setPasswords(rows.map((r, i) => ({ line: r.line, hash: hashes[i] })));
-  }, req.kinds);
+  });
 }
 
 async function recordHeld(

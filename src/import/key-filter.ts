@@ -1,21 +1,42 @@
 // Finding repeated keys while a file streams, in bounded memory: a Bloom filter of the keys seen
-// so far. A key it has seen before is certainly flagged; one it has not may rarely be flagged
-// too (about 1 in 100 at the planned size), so a flagged row is only a candidate: the store
+// so far. A key it has seen before is certainly flagged; one it has not may sometimes be flagged
+// too (a few in 100 at the planned size), so a flagged row is only a candidate: the store
 // confirms candidates against the staged rows once the whole file is in (one pass, no index).
+//
+// Several parse threads read parts of one file at once and share one filter (a
+// SharedArrayBuffer). It is a *blocked* filter: all of a key's bits lie in one 32-bit word, set
+// with one compare-and-swap, so when two threads add the same key at the same moment one of them
+// always sees the other's bits. (With bits spread over several words both could see one bit
+// still clear and the duplicate would go unflagged.)
 export class KeyFilter {
-  private readonly bits: Uint32Array;
-  private readonly size: number;
-  private static readonly HASHES = 7;
+  private readonly words: Int32Array;
+  private readonly count: number;
+  private readonly shared: boolean;
+  /** Bits per key, all in one word. */
+  private static readonly BITS = 4;
+  /** Filter bits per planned key: 16 keeps false alarms at about 2 %. */
+  private static readonly BITS_PER_KEY = 16;
 
-  /** @param expected how many keys to plan for (10 bits each) */
-  constructor(expected: number) {
-    this.size = Math.max(1 << 13, Math.ceil(expected * 10));
-    this.bits = new Uint32Array(Math.ceil(this.size / 32));
+  /**
+   * @param expected how many keys to plan for
+   * @param buffer a buffer from KeyFilter.buffer(), shared by every thread reading the same file
+   */
+  constructor(expected: number, buffer?: SharedArrayBuffer) {
+    this.shared = buffer !== undefined;
+    this.words = new Int32Array(buffer ?? KeyFilter.buffer(expected, false));
+    this.count = this.words.length;
   }
 
-  /** Adds `key`; true when it may have been added before. */
+  /** Memory for a filter of `expected` keys (shared between threads unless `shared` is false). */
+  static buffer(expected: number, shared = true): SharedArrayBuffer | ArrayBuffer {
+    const words = Math.max(256, Math.ceil((expected * KeyFilter.BITS_PER_KEY) / 32));
+    return shared ? new SharedArrayBuffer(words * 4) : new ArrayBuffer(words * 4);
+  }
+
+  /** Adds `key`; true when it may have been added before (by this thread or another). */
   add(key: string): boolean {
-    // Two independent 32-bit hashes (FNV-1a and a multiplicative one), combined (Kirsch–Mitzenmacher).
+    // Two independent 32-bit hashes (FNV-1a and a multiplicative one): one picks the word, the
+    // other the bits within it.
     let h1 = 0x811c9dc5;
     let h2 = 0x9e3779b9;
     for (let i = 0; i < key.length; i++) {
@@ -23,17 +44,18 @@ export class KeyFilter {
       h1 = Math.imul(h1 ^ c, 0x01000193);
       h2 = Math.imul(h2 + c, 0x85ebca6b) ^ (h2 >>> 13);
     }
-    h2 |= 1;
-    let seen = true;
-    for (let k = 0; k < KeyFilter.HASHES; k++) {
-      const bit = ((h1 + Math.imul(k, h2)) >>> 0) % this.size;
-      const word = bit >>> 5;
-      const mask = 1 << (bit & 31);
-      if ((this.bits[word] & mask) === 0) {
-        seen = false;
-        this.bits[word] |= mask;
-      }
+    const word = (h1 >>> 0) % this.count;
+    let mask = 0;
+    for (let k = 0; k < KeyFilter.BITS; k++) mask |= 1 << ((h2 >>> (k * 5)) & 31);
+    if (!this.shared) {
+      const old = this.words[word];
+      this.words[word] = old | mask;
+      return (old & mask) === mask;
     }
-    return seen;
+    for (;;) {
+      const old = Atomics.load(this.words, word);
+      if ((old & mask) === mask) return true;
+      if (Atomics.compareExchange(this.words, word, old, old | mask) === old) return false;
+    }
   }
 }

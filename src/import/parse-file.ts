@@ -1,18 +1,26 @@
-// Reading one local CSV file the way an import needs it: the header decides whether the file can
-// be read at all; then every row is checked and turned into a staged row (or a row error), and
-// handed on in batches. A second mode reads the file again for a few lines only (the cells of a
-// duplicate row for errors.csv, the passwords to hash), so that no password is ever stored, not
-// even in a staging table. Runs on a parse thread (parse-thread.ts) for large files, inline for
-// small ones: the same code either way.
+// Reading one local CSV file the way an import needs it. First the header row alone
+// (readHeader): it decides whether the file can be read at all and which columns it carries.
+// Then every row is checked and turned into a staged row (or a row error); a large file is read
+// in parts at once, each by its own thread (parse-parts.ts), each part staged where its thread
+// puts it. A second mode reads the file again for a few lines only (the cells of a duplicate row
+// for errors.csv, the passwords to hash), so that no password is ever stored, not even in a
+// staging table. The same code runs on a parse thread or inline.
 import fs from 'node:fs';
 import type { ImportOptions } from '../config.js';
-import type { PresentFields, StageBatch } from '../store/types.js';
-import { STAGE_SEPARATOR } from '../store/types.js';
-import { CsvUnreadable, readCsv } from './csv-reader.js';
+import type { StageBatch } from '../store/types.js';
+import { StagePartWriter, type FailedRow } from '../store/sqlite/stage-part.js';
+import { CsvUnreadable, PartMisaligned, readCsv, type FilePart } from './csv-reader.js';
 import { mapHeaders } from './headers.js';
 import type { KindRegistry } from './kinds.js';
 import { KeyFilter } from './key-filter.js';
 import { RowChecker } from './rows.js';
+
+/** Where the checked rows of a part go. */
+export type RowSink =
+  /** Batches in COPY's text format, sent to the caller (a store that takes batches). */
+  | { type: 'copy' }
+  /** A part file this thread writes itself (stage-part.ts); `keyIndex` for a full sync. */
+  | { type: 'part-file'; file: string; keyIndex: boolean };
 
 export interface ParseRequest {
   file: string;
@@ -25,9 +33,16 @@ export interface ParseRequest {
   digestKey: string | null;
   /** 'stage': check every row; 'collect': only the rows at `lines` (ascending). */
   mode: 'stage' | 'collect';
-  /** How staged rows travel: the store's (StageBatch.rows). */
-  format?: 'joined' | 'copy';
   lines?: number[];
+  /** stage: the header row as readHeader() gave it (a part past the start never sees it). */
+  header?: string[];
+  /** stage: the part of the file to read (default: all of it). */
+  part?: FilePart;
+  sink?: RowSink;
+  /** stage: the key filter every part of the file shares (KeyFilter.buffer()). */
+  filter?: SharedArrayBuffer;
+  /** stage: compute the SHA-1 of the whole file (the first part does, reading on past its end). */
+  sha1?: boolean;
 }
 
 export interface CollectedRow {
@@ -39,56 +54,99 @@ export interface CollectedRow {
 }
 
 export type ParseEvent =
-  | { type: 'header'; original: string[]; present: PresentFields }
   | { type: 'batch'; batch: StageBatch; rowsSoFar: number }
+  | { type: 'progress'; rowsSoFar: number }
   | { type: 'collected'; rows: CollectedRow[] };
 
 export interface ParseSummary {
   /** A file-level problem: nothing of the file can be applied. */
   rejected: string | null;
-  header: string[] | null;
+  /** The part ended inside a quoted value: the file must be read as one part. */
+  misaligned?: boolean;
   rows: number;
+  /** Valid and failing rows staged. */
+  valid: number;
+  failed: number;
+  /** The first line the part covers. */
+  firstLine: number;
   sha1: string;
-  bytes: number;
 }
 
-/** Rows per batch: enough to amortise a message and a transaction, small enough to bound memory. */
+/** Rows per batch: enough to amortise a transaction (or a message), small enough to bound memory. */
 const ROWS_PER_BATCH = 5000;
+
+class HeaderRead extends Error {}
+
+/** The file's header row (its first record that is not blank), or why the file cannot be read. */
+export async function readHeader(file: string, encoding: string, maxRecordBytes: number): Promise<{ header: string[] } | { rejected: string }> {
+  let header: string[] | null = null;
+  try {
+    await readCsv(
+      file,
+      (records) => {
+        header = records[0].values;
+        throw new HeaderRead();
+      },
+      { encoding, maxRecordBytes, sha1: false },
+    );
+  } catch (err) {
+    if (err instanceof CsvUnreadable) return { rejected: err.message };
+    if (!(err instanceof HeaderRead)) throw err;
+  }
+  return header ? { header } : { rejected: 'the file is empty; it needs a header row and at least one row of data' };
+}
 
 export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e: ParseEvent) => void | Promise<void>): Promise<ParseSummary> {
   const kind = kinds.get(req.kind, { sso: req.options.sso });
   const digestKey = req.digestKey === null ? null : Buffer.from(req.digestKey, 'base64');
+  const part = req.part ?? null;
+  const firstLine = part ? (part.firstLine || (await firstLineOf(req.file, part.start))) : 1;
+  const summary: ParseSummary = { rejected: null, rows: 0, valid: 0, failed: 0, firstLine, sha1: '' };
   let checker: RowChecker | undefined;
-  let header: string[] | null = null;
-  let rejected: string | null = null;
-  let rows = 0;
+  let writer: StagePartWriter | null = null;
+  const useHeader = (values: string[]): boolean => {
+    const mapped = mapHeaders(values, kind, req.options.strictHeaders);
+    if (!mapped.ok) {
+      summary.rejected = mapped.problem;
+      return false;
+    }
+    checker = new RowChecker(kind, mapped.map, req.options, req.tenant, digestKey);
+    if (req.mode === 'stage' && req.sink?.type === 'part-file') writer = new StagePartWriter(req.sink.file, checker.columns);
+    return true;
+  };
+  // A part past the start of the file gets its header from the caller; the first part and a
+  // collecting read find it as their first record.
+  let headerPending = !part || part.start === 0;
+  if (req.mode === 'stage' && !headerPending && !useHeader(req.header!)) return summary;
+
+  const copy = req.sink?.type === 'copy';
   let rowsOut: (string | null)[][] = [];
   let tabSeen = false; // COPY: a batch's text held a tab, which a value may then hold
-  let count = 0;
-  let failedOut: StageBatch['failed'] = [];
+  let failedOut: FailedRow[] = [];
   let repeats: number[] = [];
-  const copy = req.format === 'copy';
   // Besides the file's own text, only the site map's labels reach a staged row unescaped.
-  const labelsHoldSeparator = Object.values(req.options.siteMap).some((label) => label.includes(STAGE_SEPARATOR));
   const labelsHoldTab = Object.values(req.options.siteMap).some((label) => label.includes('\t'));
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
-  const seen = new KeyFilter(fs.statSync(req.file).size / 40);
-  let awkward = false; // a value holds the separator: this batch goes as an array
+  const seen = new KeyFilter(fs.statSync(req.file).size / 40, req.filter);
   let collected: CollectedRow[] = [];
   const wanted = req.lines ?? [];
   let next = 0; // index into wanted (collect mode)
 
   const flush = async () => {
-    if (req.mode === 'stage' && (count || failedOut.length)) {
-      const rowsText = copy ? copyRows(rowsOut, tabSeen) : awkward ? '' : joinRows(rowsOut);
-      const batch: StageBatch = { count, rows: rowsText, failed: failedOut, repeats, ...(awkward && !copy ? { values: rowsOut.flat() } : {}) };
+    if (req.mode === 'stage' && (rowsOut.length || failedOut.length)) {
+      if (writer) {
+        writer.write(rowsOut, failedOut, repeats);
+        await emit({ type: 'progress', rowsSoFar: summary.rows });
+      } else {
+        const batch: StageBatch = { count: rowsOut.length, rows: copyRows(rowsOut, tabSeen), failed: failedOut, repeats };
+        await emit({ type: 'batch', batch, rowsSoFar: summary.rows });
+      }
+      summary.valid += rowsOut.length;
+      summary.failed += failedOut.length;
       rowsOut = [];
       tabSeen = false;
-      count = 0;
       failedOut = [];
       repeats = [];
-      awkward = false;
-      await emit({ type: 'batch', batch, rowsSoFar: rows });
     }
     if (req.mode === 'collect' && collected.length) {
       const out = collected;
@@ -97,69 +155,73 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
     }
   };
 
-  let summary;
   try {
-    summary = await readCsv(
+    const read = await readCsv(
       req.file,
       async (records, text) => {
-        // One native search per batch instead of one per value: almost every batch holds
-        // neither a NUL nor the staging separator.
+        // One native search per batch instead of one per value: almost every batch holds no NUL.
         const mayHoldNul = text.includes('\u0000');
-        const mayHoldSeparator = !copy && (labelsHoldSeparator || text.includes(STAGE_SEPARATOR));
         tabSeen ||= copy && (labelsHoldTab || text.includes('\t'));
         for (const record of records) {
-          if (rejected) return;
-          if (!checker) {
-            const mapped = mapHeaders(record.values, kind, req.options.strictHeaders);
-            if (!mapped.ok) {
-              rejected = mapped.problem;
-              return;
-            }
-            header = mapped.map.original;
-            checker = new RowChecker(kind, mapped.map, req.options, req.tenant, digestKey);
-            if (req.mode === 'stage') await emit({ type: 'header', original: header, present: checker.present });
+          if (summary.rejected) return;
+          if (headerPending) {
+            headerPending = false;
+            if (!useHeader(record.values)) return;
             continue;
           }
-          rows++;
+          summary.rows++;
           if (req.mode === 'collect') {
             while (next < wanted.length && wanted[next] < record.line) next++;
             if (next >= wanted.length || wanted[next] !== record.line) continue;
-            const result = checker.check(record.line, record.values);
-            collected.push({ line: record.line, raw: result.ok ? checker.cellsForReport(record.values) : result.raw, password: result.password });
+            const result = checker!.check(record.line, record.values);
+            collected.push({ line: record.line, raw: result.ok ? checker!.cellsForReport(record.values) : result.raw, password: result.password });
             if (collected.length >= 500) await flush();
             continue;
           }
-          const result = checker.check(record.line, record.values, mayHoldNul);
+          const result = checker!.check(record.line, record.values, mayHoldNul);
           if (result.ok) {
             if (seen.add(result.key)) repeats.push(record.line);
-            count++;
-            const row = result.row;
-            if (mayHoldSeparator && row.some((v) => v !== null && v.includes(STAGE_SEPARATOR))) awkward = true;
-            rowsOut.push(row);
+            rowsOut.push(result.row);
           } else {
             if (result.key) seen.add(result.key);
             failedOut.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
           }
-          if (count + failedOut.length >= ROWS_PER_BATCH) await flush();
+          if (rowsOut.length + failedOut.length >= ROWS_PER_BATCH) await flush();
         }
       },
-      { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes },
+      { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes, part: part ? { ...part, firstLine } : undefined, sha1: req.sha1 ?? true },
     );
+    await flush();
+    (writer as StagePartWriter | null)?.finish(req.sink?.type === 'part-file' && req.sink.keyIndex);
+    summary.sha1 = read.sha1;
   } catch (err) {
+    (writer as StagePartWriter | null)?.close();
+    if (err instanceof PartMisaligned) return { ...summary, misaligned: true };
     if (!(err instanceof CsvUnreadable)) throw err;
-    return { rejected: err.message, header, rows, sha1: '', bytes: 0 };
+    summary.rejected = err.message;
+    return summary;
   }
-  await flush();
-  if (!rejected && !checker) rejected = 'the file is empty; it needs a header row and at least one row of data';
-  else if (!rejected && rows === 0) rejected = 'the file has a header row but no data rows; nothing was changed';
-  return { rejected, header, rows, sha1: summary.sha1, bytes: summary.bytes };
+  if (!summary.rejected && !checker) summary.rejected = 'the file is empty; it needs a header row and at least one row of data';
+  return summary;
 }
 
-/** Rows as one string, every value separated (an empty value is NULL): native joins, no loop per value. */
-function joinRows(rows: (string | null)[][]): string {
-  const lines = new Array<string>(rows.length);
-  for (let i = 0; i < rows.length; i++) lines[i] = rows[i].join(STAGE_SEPARATOR);
-  return lines.join(STAGE_SEPARATOR);
+/** The line that byte `offset` (just after a line feed) starts: one plus the line feeds before it. */
+async function firstLineOf(file: string, offset: number): Promise<number> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    let lines = 1;
+    for (let at = 0; at < offset; ) {
+      const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, offset - at), at);
+      if (bytesRead === 0) break;
+      const bytes = buffer.subarray(0, bytesRead);
+      for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
+      at += bytesRead;
+    }
+    return lines;
+  } finally {
+    await fh.close();
+  }
 }
 
 /** A character COPY's text format escapes (a tab is looked for in the batch's text instead). */

@@ -1,20 +1,15 @@
-// Parsing a file on a thread of its own, so that reading and checking one file's rows runs on
-// one core while the rows already checked are written to staging on the other. Batches flow
-// with back-pressure: at most IN_FLIGHT unacknowledged, so memory stays bounded.
-import fs from 'node:fs';
+// Running parseFile on a thread of its own, so that several parts of a file are read and checked
+// on several cores at once (parse-parts.ts), or inline where a thread would cost more than it
+// saves. Events flow with back-pressure: at most IN_FLIGHT unacknowledged, so memory stays bounded.
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { threadScript } from '../paths.js';
 import { KindRegistry } from './kinds.js';
 import { parseFile, type ParseEvent, type ParseRequest, type ParseSummary } from './parse-file.js';
 
 const IN_FLIGHT = 3;
-/** Smaller files are parsed inline: a thread costs more to start than they take to read. */
-const INLINE_BELOW_BYTES = 4 * 1024 * 1024;
 /**
  * The thread's heap is capped: parsing makes garbage fast, and V8 would otherwise let it grow to
- * a couple of hundred MB before collecting. What it holds at once is a few batches. A young
- * generation of 8 MB had the thread collecting garbage 30% of the time (1M rows: 2.2 s against
- * 1.7 s with 16 MB); 32 MB was no faster.
+ * a couple of hundred MB before collecting. What it holds at once is one batch of rows.
  */
 const HEAP_LIMITS = { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 16 };
 
@@ -22,11 +17,28 @@ type FromThread = { type: 'event'; event: ParseEvent } | { type: 'done'; summary
 
 let sharedKinds: KindRegistry | undefined;
 
-/** Parses `req.file`, calling `onEvent` for each event in order (awaited: back-pressure). */
-export async function parse(req: ParseRequest, onEvent: (e: ParseEvent) => void | Promise<void>, kinds?: KindRegistry): Promise<ParseSummary> {
-  const size = fs.statSync(req.file).size;
-  if (size < INLINE_BELOW_BYTES) return parseFile(req, kinds ?? (sharedKinds ??= new KindRegistry()), onEvent);
+/** The parse was stopped from outside (another part of the file failed first). */
+export class ParseAborted extends Error {}
+
+export interface ParseRun {
+  /** On a thread of its own (default), or inline on this one. */
+  thread: boolean;
+  signal?: AbortSignal;
+  kinds?: KindRegistry;
+}
+
+/** Parses as `req` says, calling `onEvent` for each event in order (awaited: back-pressure). */
+export async function parse(req: ParseRequest, onEvent: (e: ParseEvent) => void | Promise<void>, run: ParseRun): Promise<ParseSummary> {
+  run.signal?.throwIfAborted();
+  if (!run.thread) {
+    return parseFile(req, run.kinds ?? (sharedKinds ??= new KindRegistry()), async (e) => {
+      if (run.signal?.aborted) throw new ParseAborted('stopped');
+      await onEvent(e);
+    });
+  }
   const worker = new Worker(threadScript(import.meta.url, 'parse-thread.js'), { workerData: req, resourceLimits: HEAP_LIMITS });
+  const stop = () => void worker.terminate();
+  run.signal?.addEventListener('abort', stop, { once: true });
   try {
     return await new Promise<ParseSummary>((resolve, reject) => {
       let chain = Promise.resolve();
@@ -41,9 +53,10 @@ export async function parse(req: ParseRequest, onEvent: (e: ParseEvent) => void 
         else reject(Object.assign(new Error(m.message), { stack: m.stack }));
       });
       worker.on('error', reject);
-      worker.on('exit', (code) => reject(new Error(`the parse thread stopped (exit code ${code})`)));
+      worker.on('exit', (code) => reject(run.signal?.aborted ? new ParseAborted('stopped') : new Error(`the parse thread stopped (exit code ${code})`)));
     });
   } finally {
+    run.signal?.removeEventListener('abort', stop);
     await worker.terminate();
   }
 }

@@ -262,25 +262,29 @@ export function createdFields(present: PresentFields): string[] {
   return fields;
 }
 
-/** Between the values of a batch of staged rows (a string crosses threads far cheaper than an array). */
-export const STAGE_SEPARATOR = '\u001e';
-
 /** A password row staged without a digest key: never equal to a stored digest. */
 export const NO_DIGEST = '-';
 
+/** Checked rows on their way to a stage that takes batches (PostgreSQL's COPY). */
 export interface StageBatch {
-  /** How many valid rows `rows` (or `values`) holds. */
+  /** How many valid rows `rows` holds. */
   count: number;
-  /**
-   * Valid rows, stageColumns(present) values each, joined with STAGE_SEPARATOR; an empty value
-   * is NULL. `values` instead when some value holds the separator itself.
-   */
+  /** Valid rows, stageColumns(present) values each, in COPY's text format. */
   rows: string;
-  values?: (string | null)[];
   /** Failing rows. `key` (if readable) still counts as present for a full sync and for duplicates. */
   failed: { line: number; key: string | null; raw: string[]; problems: RowProblem[] }[];
   /** Lines of valid rows whose key may have come earlier in the file (confirmed by finish()). */
   repeats: number[];
+}
+
+/** One part of a file, staged by the thread that parsed it (see FileStage). */
+export interface StagedPart {
+  file: string;
+  /** The first line the part covers: parts are consecutive ranges of lines. */
+  firstLine: number;
+  /** Its valid rows and failing rows. */
+  valid: number;
+  failed: number;
 }
 
 export interface StageSpec {
@@ -289,6 +293,8 @@ export interface StageSpec {
   /** The key column's name, for the duplicate message. */
   keyColumn: string;
   present: PresentFields;
+  /** A private folder for this file's scratch data (the caller makes it and removes it). */
+  dir: string;
 }
 
 export interface StageSummary {
@@ -342,9 +348,7 @@ export type ApplyResult =
   | { status: 'held'; counts: ImportCounts; hold: HoldCheck }
   | { status: 'applied before'; import: ImportRow };
 
-export interface Stage {
-  /** Adds a batch of checked rows (back-pressure: await it). */
-  write(batch: StageBatch): Promise<void>;
+interface StageBase {
   /** Every row is in: flushes and says what was found. */
   finish(): Promise<StageSummary>;
   /** The cells of duplicate rows, read again from the file. */
@@ -361,6 +365,27 @@ export interface Stage {
   errorRows(): AsyncIterable<ErrorRow[]>;
   close(): Promise<void>;
 }
+
+/** A stage the checked rows are sent to in batches (PostgreSQL: COPY into a session's tables). */
+export interface BatchStage extends StageBase {
+  readonly sink: 'batches';
+  /** Adds a batch of checked rows (back-pressure: await it). */
+  write(batch: StageBatch): Promise<void>;
+}
+
+/**
+ * A stage whose rows the parse threads write themselves, each part of the file into a file of
+ * its own (SQLite), which the stage then takes over: no row crosses threads.
+ */
+export interface FileStage extends StageBase {
+  readonly sink: 'files';
+  /** Where the thread parsing part `index` writes it (stage-part.ts). */
+  partFile(index: number): string;
+  /** The parts are written (in file order): read them from here on. */
+  adopt(parts: StagedPart[]): Promise<void>;
+}
+
+export type Stage = BatchStage | FileStage;
 
 export interface DirectoryUser {
   externalId: string;
@@ -397,8 +422,6 @@ export interface UserChangeRow {
 }
 
 export interface DirectoryStore {
-  /** How staged rows travel to this store: values joined by STAGE_SEPARATOR, or COPY's text format. */
-  readonly stageFormat: 'joined' | 'copy';
   openStage(spec: StageSpec): Promise<Stage>;
   users(tenant: string, opts?: { search?: string; limit?: number; offset?: number }): Promise<DirectoryUser[]>;
   /** The stored row of one user (columns as stored), or null. */

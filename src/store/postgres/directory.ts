@@ -18,8 +18,6 @@ function restored(column: string, v: unknown): unknown {
 }
 
 export class PgDirectory implements DirectoryStore {
-  readonly stageFormat = 'copy' as const;
-
   constructor(private readonly c: PgConnection) {}
 
   async openStage(spec: StageSpec): Promise<Stage> {

@@ -13,7 +13,7 @@ import type {
   ImportCounts,
   PasswordWork,
   RowProblem,
-  Stage,
+  BatchStage,
   StageBatch,
   StageSpec,
   StageSummary,
@@ -26,7 +26,8 @@ import { insertImport } from './records.js';
 
 let nextStageId = 1;
 
-export class PgStage implements Stage {
+export class PgStage implements BatchStage {
+  readonly sink = 'batches' as const;
   private readonly rows: string;
   private readonly failedKeys: string;
   private readonly errors: string;

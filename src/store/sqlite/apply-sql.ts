@@ -108,8 +108,11 @@ export function createUsersSql(rows: string, c: StagedColumns, newLines: string 
     ON CONFLICT (tenant, external_id) DO NOTHING`;
 }
 
-/** Users of the tenant and kind, active, that the file does not carry (not even in a failing row). */
-export const missingUsersWhere = (rows: string, failedKeys: string) =>
+/**
+ * Users of the tenant and kind, active, that the file does not carry (not even in a failing row).
+ * A file staged in several parts: `parts` names each part's schema (its rows and failed_keys).
+ */
+export const missingUsersWhere = (parts: string[]) =>
   `u.tenant = @tenant AND u.kind = @kind AND u.active = 1
-   AND NOT EXISTS (SELECT 1 FROM ${rows} k WHERE k.key = u.external_id)
-   AND NOT EXISTS (SELECT 1 FROM ${failedKeys} f WHERE f.key = u.external_id)`;
+   ${parts.map((p) => `AND NOT EXISTS (SELECT 1 FROM ${p}.rows k WHERE k.key = u.external_id)
+   AND NOT EXISTS (SELECT 1 FROM ${p}.failed_keys f WHERE f.key = u.external_id)`).join('\n   ')}`;

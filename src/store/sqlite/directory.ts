@@ -13,12 +13,18 @@ const COLUMN_OF: Record<string, string> = { password: 'password_hash' };
 const RESTORABLE = new Set(['kind', 'email', 'username', 'first_name', 'last_name', 'role', 'site_id', 'site_label', 'active', 'archived_at', 'attributes']);
 
 export class SqliteDirectory implements DirectoryStore {
-  readonly stageFormat = 'joined' as const;
-
-  constructor(private readonly c: SqliteConnection) {}
+  /**
+   * @param connectForStage a connection for one file's stage: its own for a database file (a
+   *   file's parts are attached to it, and SQLite allows only ten attachments to one
+   *   connection), null for an in-memory database (only this connection can see it)
+   */
+  constructor(
+    private readonly c: SqliteConnection,
+    private readonly connectForStage: (() => SqliteConnection) | null,
+  ) {}
 
   async openStage(spec: StageSpec): Promise<Stage> {
-    return new SqliteStage(this.c, spec);
+    return this.connectForStage ? new SqliteStage(this.connectForStage(), true, spec) : new SqliteStage(this.c, false, spec);
   }
 
   users(tenant: string, opts: { search?: string; limit?: number; offset?: number } = {}): Promise<DirectoryUser[]> {

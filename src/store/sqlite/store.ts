@@ -76,7 +76,7 @@ export class SqliteStore implements Store {
     this.leases = new SqliteLeases(c);
     this.uploads = new SqliteUploads(c);
     this.imports = new SqliteImports(c);
-    this.directory = new SqliteDirectory(c);
+    this.directory = new SqliteDirectory(c, file === ':memory:' ? null : () => new SqliteConnection(file, opts));
     this.outbox = new SqliteOutbox(c);
     this.mail = new SqliteMail(c);
     this.triggers = new SqliteTriggers(c);

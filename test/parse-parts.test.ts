@@ -1,0 +1,123 @@
+// A large file is read in parts by several threads at once (src/import/parse-parts.ts). Whatever
+// the parts, the staged rows, the row errors and their line numbers must be exactly those of
+// reading the file in one part: duplicates across parts, failing rows whose key comes again in
+// another part, and a quoted value holding line breaks right where a part would be cut.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_OPTIONS } from '../src/config.js';
+import { mapHeaders } from '../src/import/headers.js';
+import { KindRegistry } from '../src/import/kinds.js';
+import { readHeader } from '../src/import/parse-file.js';
+import { planParts, stageFile } from '../src/import/parse-parts.js';
+import { RowChecker } from '../src/import/rows.js';
+import { SqliteStore } from '../src/store/sqlite/store.js';
+
+const kinds = new KindRegistry();
+const kind = kinds.get('samegoal-users', { sso: 'none' });
+const options = { ...DEFAULT_OPTIONS, siteMap: {} };
+let dir: string;
+let store: SqliteStore;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-parts-'));
+  store = new SqliteStore(path.join(dir, 'provisioner.db'));
+  await store.schema.migrate();
+});
+afterAll(async () => {
+  await store.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** `rows` data rows (line n + 1 holds u<n>), with `edits` replacing some of them. */
+function writeRoster(name: string, rows: number, edits: Map<number, string>): string {
+  const file = path.join(dir, name);
+  const out = ['user_id,first_name,last_name,email,role,school_id,active'];
+  for (let i = 1; i <= rows; i++) out.push(edits.get(i) ?? `u${i},First${i},Last Name ${i},u${i}@lincoln.example.org,student,SCH${i % 97},1`);
+  fs.writeFileSync(file, out.join('\n') + '\n');
+  return file;
+}
+
+interface Staged {
+  rows: number;
+  valid: number;
+  errors: string[];
+  parts: number;
+}
+
+async function stage(file: string, maxParts: number, maxRecordBytes = 1 << 20): Promise<Staged> {
+  const head = await readHeader(file, 'utf-8', maxRecordBytes);
+  if (!('header' in head)) throw new Error(head.rejected);
+  const mapped = mapHeaders(head.header, kind, false);
+  if (!mapped.ok) throw new Error(mapped.problem);
+  const present = new RowChecker(kind, mapped.map, options, 'lincoln', null).present;
+  const scratch = fs.mkdtempSync(path.join(dir, 'stage-'));
+  const s = await store.directory.openStage({ tenant: 'lincoln', kind: 'samegoal-users', keyColumn: 'user_id', present, dir: scratch });
+  try {
+    const staged = await stageFile({
+      parse: { file, kind: 'samegoal-users', tenant: 'lincoln', options, encoding: 'utf-8', maxRecordBytes, digestKey: null },
+      header: head.header, stage: s, keyIndex: false, kinds, maxParts,
+    });
+    expect(staged.rejected).toBeNull();
+    const summary = await s.finish();
+    const errors: string[] = [];
+    for await (const batch of s.errorRows()) for (const e of batch) for (const p of e.problems) errors.push(`${e.line} ${p.column}: ${p.reason}`);
+    return { rows: staged.rows, valid: summary.valid, errors, parts: fs.readdirSync(scratch).length };
+  } finally {
+    await s.close();
+    fs.rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+const ROWS = 200_000; // about 14 MB: three parts of more than 4 MB
+
+describe('a file read in parts', () => {
+  it('finds duplicates across parts and names the lines of the original file', async () => {
+    const edits = new Map<number, string>([
+      [5, 'u5,Bad,Email,not-an-email,student,SCH1,1'], // failing row: its key still counts
+      [70_000, 'u10,Again,In Part Two,again10@lincoln.example.org,student,SCH1,1'],
+      [120_000, 'u5,Valid,Now,valid5@lincoln.example.org,student,SCH1,1'],
+      [130_000, 'u70001,Third,Part,third@lincoln.example.org,student,SCH1,1'],
+      [140_000, 'u140000,Bad,Email,still-not-an-email,student,SCH1,1'],
+    ]);
+    const file = writeRoster('duplicates.csv', ROWS, edits);
+    expect(planParts(file, fs.statSync(file).size, 'utf-8', 3)).toHaveLength(3);
+    const one = await stage(file, 1);
+    const three = await stage(file, 3);
+    expect(three.parts).toBe(3);
+    expect(three).toMatchObject({ rows: ROWS, valid: ROWS - 5 });
+    expect([...three.errors].sort()).toEqual([
+      '6 email: is not a valid e-mail address',
+      '70001 user_id: duplicate user_id: it already appears on line 11; each user_id may appear only once',
+      '120001 user_id: duplicate user_id: it already appears on line 6; each user_id may appear only once',
+      '130001 user_id: duplicate user_id: it already appears on line 70002; each user_id may appear only once',
+      '140001 email: is not a valid e-mail address',
+    ].sort());
+    expect({ ...one, parts: 3 }).toEqual({ ...three, errors: one.errors });
+    expect(three.errors).toEqual(one.errors);
+  });
+
+  it('reads the file as one part when a cut would fall inside a quoted value', async () => {
+    // A quoted value of many lines right across the middle of the file.
+    const notes = Array.from({ length: 200_000 }, (_, i) => `note line ${i}`).join('\n');
+    const middle = Math.floor(ROWS / 2);
+    const edits = new Map<number, string>([
+      [middle, `u${middle},"${notes}",Multi,multi@lincoln.example.org,student,SCH1,1`],
+      [ROWS - 1, `u${ROWS - 1},Bad,Email,nope,student,SCH1,1`],
+    ]);
+    const file = writeRoster('quoted.csv', ROWS, edits);
+    const size = fs.statSync(file).size;
+    const cut = planParts(file, size, 'utf-8', 2)[1].start;
+    const multiStart = fs.readFileSync(file, 'utf8').indexOf(`u${middle},"`);
+    expect(cut).toBeGreaterThan(multiStart);
+    expect(cut).toBeLessThan(multiStart + notes.length);
+    const two = await stage(file, 2, 8 << 20);
+    // The row with the long value fails (a name is at most 100 characters), on the line it
+    // starts on; the failing row after it is on a line that counts the 199,999 line breaks
+    // inside the quoted value.
+    expect(two).toMatchObject({ rows: ROWS, valid: ROWS - 2 });
+    expect(two.errors).toEqual([`${middle + 1} first_name: is longer than 100 characters`, `${ROWS + 200_000 - 1} email: is not a valid e-mail address`]);
+    expect(await stage(file, 1, 8 << 20)).toEqual({ ...two, parts: 1 });
+  });
+});
