@@ -126,6 +126,22 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
     expect(sample(samples, 'provisioner_rows_total', { action: 'unchanged' })).toBe(1);
   });
 
+  it('audits a run-now refused because the tenant is disabled, and shows it on its page', async () => {
+    world.addTenant('closed', { enabled: false, schedule: NEVER_SOON });
+    await startDaemon();
+    const alice = new HttpClient(base);
+    await alice.login('alice', 'alice-pw');
+    const refused = await alice.post('/tenants/closed/run', { _csrf: await alice.csrf('/tenants/closed/run') });
+    expect(refused.status).toBe(409);
+    expect(refused.text).toContain('closed is disabled (enabled: false): no daemon runs it.');
+    expect(world.query('SELECT actor, action, tenant, result, detail FROM audit')).toEqual([
+      { actor: 'console:alice', action: 'run now', tenant: 'closed', result: 'refused', detail: 'closed is disabled (enabled: false): no daemon runs it.' },
+    ]);
+    expect(world.query('SELECT * FROM triggers')).toEqual([]);
+    const page = await alice.get('/tenants/closed');
+    expect(page.text).toMatch(/<td>console:alice<\/td><td>run now <\/td><td><span class="badge warn">refused<\/span><div class="small">closed is disabled/);
+  });
+
   it('lets nobody in without an account: no session, wrong passwords (rate-limited), a viewer acting, a form without its token', async () => {
     await startDaemon();
     const anon = new HttpClient(base);

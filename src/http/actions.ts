@@ -43,7 +43,12 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
   app.post('/tenants/:id/run', operator, async (req, reply) => {
     auth.checkCsrf(req);
     const t = tenantOf(deps, (req.params as Params).id);
-    if (!t.enabled) throw new HttpError(409, `${t.id} is disabled (enabled: false): no daemon runs it.`);
+    if (!t.enabled) {
+      // Refused requests are in the audit trail too: "I pressed Run now and nothing happened" is answered there.
+      const why = `${t.id} is disabled (enabled: false): no daemon runs it.`;
+      await audit(req, t, 'run now', null, 'refused', why);
+      throw new HttpError(409, why);
+    }
     const id = await store.triggers.request(t.id, auth.actor(req.user!));
     await audit(req, t, 'run now', `trigger ${id}`, 'requested', null);
     return reply.redirect(`/tenants/${enc(t.id)}/triggers/${id}`, 303);
