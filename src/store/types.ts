@@ -433,6 +433,11 @@ export interface DirectoryStore {
    * deactivated), as a new import. Refused when a later import changed the same users, unless forced.
    */
   revert(req: RevertRequest): Promise<RevertResult>;
+  /**
+   * The active users of a tenant and kind whose external id is not in `keys` (what a full sync of
+   * a file with those keys deactivates): how many, how many are active, and the first `limit` by id.
+   */
+  missingFrom(tenant: string, kind: string, keys: string[], limit: number): Promise<{ total: number; active: number; sample: DirectoryUser[] }>;
 }
 
 export interface RevertRequest {
