@@ -4,60 +4,42 @@
 // import and see the users restored, read a user's history; on a desktop and on a phone's screen.
 // Screenshots are kept in test-artifacts/console/.
 import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { hashPassword } from '../src/import/passwords.js';
 import { dbUsers, mails } from './harness/checks.js';
-import { freePort, spawnDaemon, waitFor, type DaemonProcess } from './harness/daemon.js';
+import { waitFor } from './harness/daemon.js';
+import { hasChromium, launchChromium, shot as shotOf, startConsoleWorld, type ConsoleWorld } from './harness/console.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
-import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
 import { availableStores } from './harness/stores.js';
-import { csv, World } from './harness/world.js';
+import { csv, type World } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 const NEVER_SOON = '0 0 1 1 *';
-const CHROMIUM = process.env.PROVISIONER_TEST_CHROMIUM ?? '/usr/bin/chromium';
-const SHOTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../test-artifacts/console');
 const kind = availableSftpServerKinds()[0];
 const user = (i: number) => `u${i},First${i},Last${i},u${i}@lincoln.example,staff,1,1`;
 const ten = Array.from({ length: 10 }, (_, i) => user(i));
 
-describe.skipIf(!fs.existsSync(CHROMIUM)).each(availableStores())(`console in Chromium on ${kind} sftp, %s`, (store) => {
+describe.skipIf(!hasChromium).each(availableStores())(`console in Chromium on ${kind} sftp, %s`, (store) => {
   let browser: Browser;
+  let cw: ConsoleWorld;
   let world: World;
-  let smtp: TestSmtpServer;
-  let daemon: DaemonProcess | undefined;
   let base: string;
-  const shot = async (page: Page, name: string) => {
-    fs.mkdirSync(SHOTS, { recursive: true });
-    await page.screenshot({ path: path.join(SHOTS, `${store}-${name}.png`), fullPage: true });
-  };
+  const shot = (page: Parameters<typeof shotOf>[0], name: string) => shotOf(page, store, name);
 
   beforeAll(async () => {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();
   });
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `console-${store}-${ctx.task.name}`, { store });
-    smtp = await startTestSmtpServer();
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    world.set('http', { listen: `127.0.0.1:${port}`, users: { alice: { passwordHash: await hashPassword('correct horse'), role: 'operator' } } });
-    world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: smtp.url, operators: ['ops@vendor.example'], retrySeconds: 1 });
+    cw = await startConsoleWorld(store, `console-${store}-${ctx.task.name}`);
+    ({ world, base } = cw);
     world.addTenant('lincoln', { name: 'Lincoln Unified', schedule: NEVER_SOON, options: { fullSync: true, maxDeactivatePercent: 10 }, notify: { to: ['it@lincoln.example'], when: 'failures' } });
     world.addTenant('roosevelt', { name: 'Roosevelt Academy', schedule: NEVER_SOON, notify: { to: ['it@roosevelt.example'], when: 'failures' } });
   });
   afterEach(async (ctx) => {
-    // (vitest runs afterEach before onTestFailed: the daemon's log is printed here.)
-    if (ctx.task.result?.state === 'fail' && daemon) process.stderr.write(`\n--- daemon output ---\n${daemon.output()}\n`);
-    await daemon?.stop('SIGKILL');
-    daemon = undefined;
-    await smtp.stop();
-    await world.stop(ctx.task.result?.state === 'fail');
+    await cw.stop(ctx.task.result?.state === 'fail');
   });
 
   const active = () => dbUsers(world, 'lincoln').filter((u) => Number(u.active)).map((u) => u.external_id);
@@ -70,8 +52,7 @@ describe.skipIf(!fs.existsSync(CHROMIUM)).each(availableStores())(`console in Ch
     expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(1);
     // Roosevelt: an upload waiting for its next run.
     world.putEpoch('roosevelt', '20240103-020000', { 'users.csv': csv(HEADER, 'r1,Ruth,Bader,ruth@roosevelt.example,staff,1,1', 'r2,Rosa,Parks,not-an-email,staff,1,1') });
-    daemon = spawnDaemon(world);
-    await waitFor('the daemon to serve', async () => (await fetch(`${base}/readyz`).catch(() => null))?.status === 200, 20_000, 100);
+    const daemon = await cw.startDaemon();
 
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     const page = await context.newPage();
@@ -114,6 +95,10 @@ describe.skipIf(!fs.existsSync(CHROMIUM)).each(availableStores())(`console in Ch
     await page.click('#imports tbody tr >> nth=0 >> a');
     await page.waitForURL(/\/tenants\/roosevelt\/imports\/\d+$/);
     expect(await page.textContent('main')).toContain('not-an-email');
+    // Each row error says why, in words (not "[object Object]").
+    const rowError = page.locator('main table tbody tr', { hasText: 'not-an-email' });
+    expect(await rowError.locator('td').nth(3).textContent()).toBe('is not a valid e-mail address');
+    expect(await page.textContent('main')).not.toContain('[object Object]');
     expect(await page.textContent('main')).toContain('/roosevelt/upload/bak/20240103-020000');
     const download = await Promise.all([page.waitForEvent('download'), page.click('a:has-text("errors.csv")')]).then(([d]) => d);
     const errorsCsv = fs.readFileSync((await download.path())!, 'utf8');
@@ -126,7 +111,11 @@ describe.skipIf(!fs.existsSync(CHROMIUM)).each(availableStores())(`console in Ch
     expect(await page.textContent('.attention')).toContain('would deactivate 9');
     await shot(page, '05-tenant-held');
     await page.click('a:has-text("Release…")');
-    expect(await page.textContent('main')).toContain('9 user(s) missing from it would be deactivated');
+    // What it would deactivate now, read again from the held file: how many, and who.
+    expect(await page.textContent('main')).toContain('9 of the 10 active user(s) are missing from it and would be deactivated now.');
+    expect(await page.locator('#affected tbody tr td:first-child').allTextContents()).toEqual(['u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9']);
+    expect(await page.locator('#affected tbody tr').first().textContent()).toContain('First1 Last1');
+    await shot(page, '05b-release-confirm');
     await page.click('button:has-text("Release and apply")');
     await expect.poll(() => page.textContent('#outcome')).toContain('applied');
     expect(await page.textContent('main')).toContain('/lincoln/upload/bak/20240102-020000');
@@ -138,6 +127,7 @@ describe.skipIf(!fs.existsSync(CHROMIUM)).each(availableStores())(`console in Ch
     const released = page.locator('#imports tbody tr', { hasText: '20240102-020000' }).filter({ hasText: 'applied' }).first();
     await released.locator('a:has-text("Undo…")').click();
     expect(await page.textContent('main')).toContain('gets its previous values back');
+    await shot(page, '06b-undo-confirm');
     await page.click('button:has-text("Undo this import")');
     await expect.poll(() => page.textContent('#outcome')).toContain('9 user(s) got their previous values back');
     await shot(page, '07-undone');
@@ -186,5 +176,54 @@ describe.skipIf(!fs.existsSync(CHROMIUM)).each(availableStores())(`console in Ch
     await shot(small, '10-phone-tenant');
     await phone.close();
     expect(await daemon.stop('SIGTERM')).toBe(0);
+  });
+
+  it('shows an overdue feed (list and page), why uploads wait, and a configuration without its secrets', async () => {
+    // Quiet Valley expects an upload every 0.36 s, and has none: once it has run, it is overdue.
+    world.addTenant('quiet', { name: 'Quiet Valley', schedule: NEVER_SOON, settleSeconds: 3600, expectEveryHours: 0.0001, notify: { to: ['it@quiet.example'], when: 'failures' } });
+    // A link that is never followed, and a file still settling (it changed less than an hour ago).
+    world.putFile('/quiet/upload/users_auto.csv', csv(HEADER, 'q1,Quinn,Vale,quinn@quiet.example,staff,1,1'));
+    fs.symlinkSync('users_auto.csv', world.remote('/quiet/upload/staff_auto.csv'));
+    await world.cli(['run', '--tenant', 'quiet', '--now']);
+    // Roosevelt's secrets, as written in the configuration.
+    Object.assign(world.tenantConfig('roosevelt').sftp as object, { password: 'hunter2-never-shown', passphrase: 'correct-horse-never-shown' });
+    world.writeConfig();
+    await new Promise((r) => setTimeout(r, 500));
+    await cw.startDaemon();
+    const { context, page } = await cw.signedIn(browser);
+
+    // The list counts it and says which; the overdue ones can be listed alone.
+    expect(await page.textContent('.head')).toContain('1 overdue');
+    const quietRow = page.locator('table.tenants tbody tr', { hasText: 'quiet' });
+    expect(await quietRow.locator('td').nth(6).textContent()).toContain('overdue');
+    expect(await page.locator('table.tenants tbody tr', { hasText: 'lincoln' }).locator('td').nth(6).textContent()).toBe('–');
+    await page.click('a:has-text("1 overdue")');
+    await page.waitForURL(`${base}/?overdue=1`);
+    expect(await page.locator('table.tenants tbody tr strong').allTextContents()).toEqual(['quiet']);
+    await shot(page, '16-tenants-overdue');
+
+    // Its page: the feed overdue, and each waiting upload with its reason in words.
+    await page.click('table.tenants a:has-text("quiet")');
+    await page.waitForURL(`${base}/tenants/quiet`);
+    const feed = (await page.locator('.card', { hasText: 'Feed' }).first().textContent()) ?? '';
+    expect(feed).toContain('overdue');
+    expect(feed).toContain('expected every 0.0001 hours; due by');
+    const waiting = (await page.locator('.card', { hasText: 'Waiting uploads' }).textContent()) ?? '';
+    expect(waiting).toContain('Set aside: /quiet/upload/staff_auto.csv — staff_auto.csv is a symbolic link; links are never followed. Upload the file or folder itself.');
+    expect(waiting).toMatch(/Settling: users_auto\.csv \(changed less than 3600 s ago\); taken after \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
+    expect(await page.textContent('main')).not.toContain('[object Object]');
+    await shot(page, '17-tenant-overdue');
+
+    // Roosevelt's configuration, secrets hidden.
+    await page.goto(`${base}/tenants/roosevelt`);
+    await page.click('summary:has-text("Configuration (secrets hidden)")');
+    const shown = (await page.textContent('details pre')) ?? '';
+    expect(shown).toMatch(/password: \(hidden\)/);
+    expect(shown).toMatch(/passphrase: \(hidden\)/);
+    expect(shown).toContain('host: 127.0.0.1');
+    const html = await page.content();
+    for (const secret of ['hunter2-never-shown', 'correct-horse-never-shown']) expect(html).not.toContain(secret);
+    await shot(page, '18-tenant-config');
+    await context.close();
   });
 });

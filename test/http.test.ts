@@ -101,6 +101,47 @@ describe.each(availableStores())(`http on ${kind} sftp, %s`, (store) => {
     expect(sample(after, 'provisioner_rows_total', { action: 'created' })).toBe(3);
   });
 
+  it('counts the rows of applied imports only: a held upload counts once, as what its release did; a discarded one not at all', async () => {
+    world.addTenant('lincoln', { schedule: NEVER_SOON, options: { fullSync: true, maxDeactivatePercent: 10 } });
+    const ten = Array.from({ length: 10 }, (_, i) => `u${i},First${i},Last${i},u${i}@lincoln.example,teacher,100,1`);
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, ...ten) });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(0);
+    // One user only: held (it would deactivate nine), discarded; then again, held and released.
+    world.putEpoch('lincoln', '20240102-020000', { 'users.csv': csv(HEADER, ten[0]) });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(1);
+    expect((await world.cli(['discard', '--tenant', 'lincoln', '20240102-020000'])).code).toBe(0);
+    world.putEpoch('lincoln', '20240103-020000', { 'users.csv': csv(HEADER, ten[0]) });
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now'])).code).toBe(1);
+    expect((await world.cli(['release', '--tenant', 'lincoln', '20240103-020000'])).code).toBe(0);
+    expect(world.query('SELECT external_id FROM users WHERE NOT active ORDER BY external_id').map((u) => u.external_id)).toEqual(ten.slice(1).map((r) => r.split(',')[0]));
+
+    await startDaemon();
+    const { samples } = parsePrometheus((await new HttpClient(base).get('/metrics')).text);
+    expect(sample(samples, 'provisioner_imports_total', { status: 'held' })).toBe(2);
+    expect(sample(samples, 'provisioner_imports_total', { status: 'discarded' })).toBe(1);
+    expect(sample(samples, 'provisioner_imports_total', { status: 'applied' })).toBe(2);
+    // Nine were deactivated, once: not the two holds' estimates too.
+    expect(sample(samples, 'provisioner_rows_total', { action: 'deactivated' })).toBe(9);
+    expect(sample(samples, 'provisioner_rows_total', { action: 'created' })).toBe(10);
+    expect(sample(samples, 'provisioner_rows_total', { action: 'unchanged' })).toBe(1);
+  });
+
+  it('audits a run-now refused because the tenant is disabled, and shows it on its page', async () => {
+    world.addTenant('closed', { enabled: false, schedule: NEVER_SOON });
+    await startDaemon();
+    const alice = new HttpClient(base);
+    await alice.login('alice', 'alice-pw');
+    const refused = await alice.post('/tenants/closed/run', { _csrf: await alice.csrf('/tenants/closed/run') });
+    expect(refused.status).toBe(409);
+    expect(refused.text).toContain('closed is disabled (enabled: false): no daemon runs it.');
+    expect(world.query('SELECT actor, action, tenant, result, detail FROM audit')).toEqual([
+      { actor: 'console:alice', action: 'run now', tenant: 'closed', result: 'refused', detail: 'closed is disabled (enabled: false): no daemon runs it.' },
+    ]);
+    expect(world.query('SELECT * FROM triggers')).toEqual([]);
+    const page = await alice.get('/tenants/closed');
+    expect(page.text).toMatch(/<td>console:alice<\/td><td>run now <\/td><td><span class="badge warn">refused<\/span><div class="small">closed is disabled/);
+  });
+
   it('lets nobody in without an account: no session, wrong passwords (rate-limited), a viewer acting, a form without its token', async () => {
     await startDaemon();
     const anon = new HttpClient(base);

@@ -9,11 +9,13 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { TenantConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { deliverMail } from '../service/housekeeping.js';
+import { previewRelease } from '../service/release-preview.js';
 import { revertImport } from '../service/revert.js';
 import { resolveHeld, type HeldAction } from '../worker/held.js';
 import type { Auth } from './auth.js';
 import { importOf, sendPage, tenantOf } from './console.js';
 import { HttpError } from './http-error.js';
+import { when } from './views.js';
 import type { HttpDeps } from './server.js';
 
 type Params = Record<string, string>;
@@ -43,7 +45,12 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
   app.post('/tenants/:id/run', operator, async (req, reply) => {
     auth.checkCsrf(req);
     const t = tenantOf(deps, (req.params as Params).id);
-    if (!t.enabled) throw new HttpError(409, `${t.id} is disabled (enabled: false): no daemon runs it.`);
+    if (!t.enabled) {
+      // Refused requests are in the audit trail too: "I pressed Run now and nothing happened" is answered there.
+      const why = `${t.id} is disabled (enabled: false): no daemon runs it.`;
+      await audit(req, t, 'run now', null, 'refused', why);
+      throw new HttpError(409, why);
+    }
     const id = await store.triggers.request(t.id, auth.actor(req.user!));
     await audit(req, t, 'run now', `trigger ${id}`, 'requested', null);
     return reply.redirect(`/tenants/${enc(t.id)}/triggers/${id}`, 303);
@@ -57,12 +64,18 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
       const held = await store.imports.heldImport(t.id, epoch);
       if (!held) throw new HttpError(404, `${t.id} has no held upload ${epoch}.`);
       const c = held.counts;
+      const release = action === 'release' && held.supersededBy === null;
+      // What it would deactivate now, read again from the held file (not only the estimate made when it was held).
+      const preview = release ? await previewRelease(deps.runDeps(), t, held) : null;
       const lines =
         action === 'release'
           ? held.supersededBy !== null
             ? [`Import ${held.supersededBy} was applied since this upload was held: releasing it now files it away as superseded, unapplied (it would undo newer data).`]
             : [
-                `Releasing applies ${held.file} of ${held.epoch} although it deactivates more users than the safety limit allows: ${c.deactivated} user(s) missing from it would be deactivated.`,
+                preview!.now
+                  ? `Releasing applies ${held.file} of ${held.epoch} although it deactivates more users than the safety limit allows: ${preview!.total} of the ${preview!.active} active user(s) are missing from it and would be deactivated now${preview!.total === c.deactivated ? '' : ` (${c.deactivated} when it was held)`}.`
+                  : `Releasing applies ${held.file} of ${held.epoch} although it deactivates more users than the safety limit allows: ${c.deactivated} user(s) missing from it would be deactivated.`,
+                ...(preview!.note ? [preview!.note] : []),
                 'The district is told it was released.',
               ]
           : [`Discarding files ${held.file} of ${held.epoch} away in bak without applying anything. The district is told.`];
@@ -70,9 +83,13 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
         title: `${action === 'release' ? 'Release' : 'Discard'} held upload ${held.epoch}`, t, action: `/tenants/${enc(t.id)}/held/${enc(epoch)}/${action}`,
         button: action === 'release' ? 'Release and apply' : 'Discard', danger: action === 'release', lines, held,
         details: [
-          ['Held since', held.heldAt], ['Why', held.message ?? ''], ['Where it waits', held.location ?? '(unknown)'],
-          ['Rows', String(c.rows)], ['Would deactivate', String(c.deactivated)], ['Failed rows', String(c.failed)],
+          ['Held since', when(held.heldAt)], ['Why', held.message ?? ''], ['Where it waits', held.location ?? '(unknown)'], ['Rows', String(c.rows)],
+          ...(preview?.now ? [['Would deactivate now', String(preview.total)], ['When it was held', String(c.deactivated)]] : [['Would deactivate', String(c.deactivated)]]),
+          ['Failed rows', String(c.failed)],
         ],
+        affected: preview?.sample.length
+          ? { users: preview.sample, total: preview.total, more: preview.total - preview.sample.length, caption: `Users it would deactivate${preview.total > preview.sample.length ? `: the first ${preview.sample.length} of ${preview.total}, by id` : ''}` }
+          : null,
       });
     });
 
@@ -109,7 +126,7 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
     return confirm(req, reply, {
       title: `Resend "${m.subject}"`, t, action: `/tenants/${enc(t.id)}/mail/${m.id}/resend`, button: 'Resend',
       lines: [`A copy is queued and sent to ${m.to.join(', ')}${m.status === 'queued' ? ' (the original is still queued too)' : ''}.`],
-      details: [['Subject', m.subject], ['To', m.to.join(', ')], ['Status', m.status], ['Queued', m.createdAt], ['Sent', m.sentAt ?? '—'], ['Last error', m.lastError ?? '—']],
+      details: [['Subject', m.subject], ['To', m.to.join(', ')], ['Status', m.status], ['Queued', when(m.createdAt)], ['Sent', when(m.sentAt)], ['Last error', m.lastError ?? '—']],
     });
   });
 
@@ -141,7 +158,7 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
         `Every user that ${imp.file} of ${imp.epoch} changed gets its previous values back (e-mails, names, passwords, deactivations, archives); the ${c.created} user(s) it created are deactivated.`,
         'It is recorded as a new import in your name, and the district is told. If a later import changed some of the same users, you are told which before anything changes.',
       ],
-      details: [['Applied', imp.finishedAt], ['Status', imp.status], ['By', imp.actor ?? '—'], ['Created', String(c.created)], ['Updated', String(c.updated)], ['Deactivated', String(c.deactivated)], ['Archived', String(c.archived)]],
+      details: [['Applied', when(imp.finishedAt)], ['Status', imp.status], ['By', imp.actor ?? '—'], ['Created', String(c.created)], ['Updated', String(c.updated)], ['Deactivated', String(c.deactivated)], ['Archived', String(c.archived)]],
     });
   });
 
@@ -157,7 +174,8 @@ export function registerActions(app: FastifyInstance, deps: HttpDeps, auth: Auth
       title: `Undo import ${imp.id}`, t, status: r.ok ? 'reverted' : 'refused',
       headline: r.ok
         ? `Import ${imp.id} was undone as import ${r.importId}: ${r.counts.updated} user(s) got their previous values back, ${r.counts.deactivated} user(s) it created were deactivated.`
-        : `Import ${imp.id} was not undone: ${r.reason}`,
+        : // The store's reason ends with the CLI's way to force it; here the form below does that.
+          `Import ${imp.id} was not undone: ${r.conflicts?.length ? r.reason.replace(/ Pass --force to undo it anyway\.$/, '') : r.reason}`,
       lines: r.ok ? ['The district is told.'] : (r.conflicts ?? []).map((c) => `${c.externalId} was changed since by import ${c.importId}.`),
       conflicts: !r.ok && (r.conflicts?.length ?? 0) > 0 ? r.conflicts : null,
       forceAction: !r.ok && r.conflicts?.length ? `/tenants/${enc(t.id)}/imports/${imp.id}/undo` : null,

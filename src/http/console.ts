@@ -1,7 +1,9 @@
-// The console's pages (GET; any signed-in user): the tenants, one tenant (runs, imports, held
-// and stale uploads, mail, the audit trail, its configuration with secrets hidden), one import
-// (counts, where the upload is now, row errors a page at a time, errors.csv and result.json),
-// the user directory and one user's history, and a trigger's progress. All from the store.
+// The console's pages (GET; any signed-in user): the tenants (50 a page, searched across all of
+// them; the store is asked about the page's tenants only, so ten thousand are as quick as ten),
+// one tenant (runs, imports, held and stale uploads, mail, the audit trail, its configuration
+// with secrets hidden), one import (counts, where the upload is now, row errors a page at a time,
+// errors.csv and result.json), the user directory and one user's history, and a trigger's
+// progress. All from the store.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,8 +11,9 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { toYaml } from '../yaml.js';
 import type { TenantConfig } from '../config.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
-import { feedTimes } from '../service/overdue.js';
-import { liveDaemons, tenantStatus, type TenantStatus } from '../service/status.js';
+import { feedOf, feedTimes } from '../service/overdue.js';
+import { nextRunOf } from '../service/schedule.js';
+import { liveDaemons, tenantStatus } from '../service/status.js';
 import { userHistory } from '../service/user-history.js';
 import type { ImportRow, Outcome, Store } from '../store/types.js';
 import { errorsCsvName } from '../worker/epoch.js';
@@ -27,6 +30,19 @@ export const tenantOf = (deps: HttpDeps, id: string): TenantConfig => {
   if (!t) throw new HttpError(404, `There is no tenant "${id}" in the configuration.`);
   return t;
 };
+
+/** The tenant typed into the user lookup: its id, or the one tenant whose id or name holds the text. */
+function findTenant(deps: HttpDeps, text: string): TenantConfig {
+  const needle = text.trim().toLowerCase();
+  if (!needle) throw new HttpError(404, 'Type the id (or name) of the tenant whose users to look up.');
+  const exact = deps.config.tenants.find((t) => t.id === needle);
+  if (exact) return exact;
+  const found = deps.config.tenants.filter((t) => t.id.includes(needle) || t.name.toLowerCase().includes(needle));
+  if (found.length === 1) return found[0];
+  if (found.length === 0) throw new HttpError(404, `No tenant's id or name holds "${text.trim()}".`);
+  const some = found.slice(0, 10).map((t) => t.id).join(', ');
+  throw new HttpError(404, `${found.length} tenants match "${text.trim()}" (${some}${found.length > 10 ? ', …' : ''}): type the tenant's id.`);
+}
 
 export const importOf = async (store: Store, tenant: TenantConfig, idText: string): Promise<ImportRow> => {
   const imp = /^\d{1,15}$/.test(idText) ? await store.imports.get(Number(idText)) : null;
@@ -53,19 +69,44 @@ export function registerConsole(app: FastifyInstance, deps: HttpDeps, auth: Auth
   const signedIn = { preHandler: auth.requireUser };
 
   app.get('/', signedIn, async (req, reply) => {
-    const q = ((req.query as Query).q ?? '').trim();
-    const needle = q.toLowerCase();
-    const tenants = config.tenants.filter((t) => !needle || t.id.includes(needle) || t.name.toLowerCase().includes(needle));
+    const query = req.query as Query;
+    const q = (query.q ?? '').trim();
+    const onlyOverdue = query.overdue === '1';
+    // Searching and the feeds are worked out in memory for every configured tenant (one read of
+    // the store for all); the store is asked about the tenants of this page only.
     const [daemons, times] = await Promise.all([liveDaemons(store), feedTimes(store)]);
-    const rows: TenantStatus[] = await Promise.all(tenants.map((t) => tenantStatus(store, t, daemons, 1, times)));
+    const feeds = new Map(config.tenants.map((t) => [t.id, feedOf(t, times)]));
+    const overdue = [...feeds.values()].filter((f) => f.overdue).length;
+    const needle = q.toLowerCase();
+    const matching = config.tenants.filter(
+      (t) => (!needle || t.id.toLowerCase().includes(needle) || t.name.toLowerCase().includes(needle)) && (!onlyOverdue || feeds.get(t.id)!.overdue),
+    );
+    const pages = Math.max(1, Math.ceil(matching.length / PAGE));
+    const page = Math.min(pageOf(query), pages);
+    const shown = matching.slice((page - 1) * PAGE, page * PAGE);
+    const seen = await store.overview.tenants(shown.map((t) => t.id));
+    const rows = shown.map((t) => {
+      const o = seen.get(t.id);
+      return {
+        tenant: t.id, name: t.name, enabled: t.enabled, nextRun: nextRunOf(t)?.toISOString() ?? null, feed: feeds.get(t.id)!,
+        lastRun: o?.lastRun ?? null, held: o?.held ?? 0, stale: o?.stale ?? 0, mailQueued: o?.mailQueued ?? 0, mailFailed: o?.mailFailed ?? 0,
+        served: daemons.some((d) => d.tenants.includes(t.id)),
+      };
+    });
+    const href = (n: number) => {
+      const params = new URLSearchParams({ ...(q ? { q } : {}), ...(onlyOverdue ? { overdue: '1' } : {}), ...(n > 1 ? { page: String(n) } : {}) }).toString();
+      return params ? `/?${params}` : '/';
+    };
     return sendPage(reply, req, 'tenants', {
-      title: 'Tenants', q, rows, daemons, all: config.tenants, total: config.tenants.length, overdue: rows.filter((r) => r.feed.overdue).length,
+      title: 'Tenants', q, onlyOverdue, rows, daemons, total: config.tenants.length, overdue, matching: matching.length, filtered: !!q || onlyOverdue,
+      page, pages, first: shown.length ? (page - 1) * PAGE + 1 : 0, last: (page - 1) * PAGE + shown.length,
+      prev: page > 1 ? href(page - 1) : null, next: page < pages ? href(page + 1) : null,
     });
   });
 
   app.get('/users', signedIn, async (req, reply) => {
     const { tenant, q } = req.query as Query;
-    const t = tenantOf(deps, tenant ?? '');
+    const t = findTenant(deps, tenant ?? '');
     return reply.redirect(`/tenants/${encodeURIComponent(t.id)}/users?q=${encodeURIComponent(q ?? '')}`, 303);
   });
 

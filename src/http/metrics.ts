@@ -34,7 +34,7 @@ export class Metrics {
     client.collectDefaultMetrics({ register: this.registry });
     this.runs = new client.Counter({ name: 'provisioner_runs_total', help: 'Finished tenant runs by result (all daemons: from the store).', labelNames: ['result'], registers });
     this.imports = new client.Counter({ name: 'provisioner_imports_total', help: 'Processed files by status (all daemons: from the store).', labelNames: ['status'], registers });
-    this.rows = new client.Counter({ name: 'provisioner_rows_total', help: 'Rows of processed files by what became of them (all daemons: from the store).', labelNames: ['action'], registers });
+    this.rows = new client.Counter({ name: 'provisioner_rows_total', help: 'Rows of applied files by what became of them (all daemons: from the store; a held file counts once released).', labelNames: ['action'], registers });
     this.duration = new client.Histogram({
       name: 'provisioner_run_duration_seconds',
       help: "Duration of this daemon's tenant runs, by result.",

@@ -55,8 +55,10 @@ export function tone(status: unknown): string {
 
 const REASONS: Record<string, string> = { schedule: 'scheduled', now: 'run --now', trigger: 'run now', release: 'release', discard: 'discard' };
 
+// A helper wins over a field of the same name: `{{reason}}` of a row error would call a helper
+// named `reason` (and show "[object Object]"). So no helper is named like a field of our data.
 hbs.registerHelper('when', (iso: unknown) => when(iso));
-hbs.registerHelper('reason', (r: unknown) => REASONS[String(r)] ?? String(r ?? ''));
+hbs.registerHelper('runWhy', (r: unknown) => REASONS[String(r)] ?? String(r ?? ''));
 hbs.registerHelper('ago', (iso: unknown) => ago(iso));
 hbs.registerHelper('tone', (status: unknown) => tone(status));
 hbs.registerHelper('enc', (v: unknown) => encodeURIComponent(String(v ?? '')));

@@ -106,10 +106,31 @@ export interface Store {
   readonly schedule: ScheduleStore;
   readonly audit: AuditStore;
   readonly sessions: SessionStore;
+  readonly overview: OverviewStore;
   /** The store's clock. */
   now(): Promise<Date>;
   /** Idempotent. */
   close(): Promise<void>;
+}
+
+/** What the console's list of tenants shows of each one (overview.tenants). */
+export interface TenantOverview {
+  lastRun: RunSummary | null;
+  /** Held uploads not released, discarded or superseded since. */
+  held: number;
+  /** Uploads without COMPLETE, not completed since. */
+  stale: number;
+  mailQueued: number;
+  mailFailed: number;
+}
+
+/**
+ * The console's views of many tenants at once: a page of tenants in a fixed number of queries,
+ * however many tenants there are or are shown.
+ */
+export interface OverviewStore {
+  /** Each of `tenants` (a page of them): its last run, held and stale uploads, queued and failed mail. */
+  tenants(tenants: string[]): Promise<Map<string, TenantOverview>>;
 }
 
 export interface SchemaStore {
@@ -213,7 +234,7 @@ export interface ImportStore {
   /** Held uploads not released, discarded or superseded since. */
   held(tenant: string): Promise<HeldUpload[]>;
   heldImport(tenant: string, epoch: string): Promise<HeldUpload | null>;
-  /** Counts by status and rows by action (metrics). */
+  /** Imports by status, and the rows of applied imports by action (metrics). */
   totals(): Promise<{ byStatus: Record<string, number>; rows: Record<string, number> }>;
 }
 
@@ -435,6 +456,11 @@ export interface DirectoryStore {
    * deactivated), as a new import. Refused when a later import changed the same users, unless forced.
    */
   revert(req: RevertRequest): Promise<RevertResult>;
+  /**
+   * The active users of a tenant and kind whose external id is not in `keys` (what a full sync of
+   * a file with those keys deactivates): how many, how many are active, and the first `limit` by id.
+   */
+  missingFrom(tenant: string, kind: string, keys: string[], limit: number): Promise<{ total: number; active: number; sample: DirectoryUser[] }>;
 }
 
 export interface RevertRequest {

@@ -45,6 +45,18 @@ export class PgDirectory implements DirectoryStore {
     ).map(userRow);
   }
 
+  async missingFrom(tenant: string, kind: string, keys: string[], limit: number) {
+    const active = await this.c.one<{ n: string }>('SELECT count(*) AS n FROM users WHERE tenant = $1 AND kind = $2 AND active', [tenant, kind]);
+    // An anti-join on the unnested keys (hashed once), not `<> ALL`, which compares every pair.
+    const rows = await this.c.query(
+      `SELECT u.*, count(*) OVER () AS missing_total FROM users u
+        WHERE u.tenant = $1 AND u.kind = $2 AND u.active AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) AS k(key) WHERE k.key = u.external_id)
+        ORDER BY u.external_id LIMIT $4`,
+      [tenant, kind, keys, limit],
+    );
+    return { total: rows.length ? Number(rows[0].missing_total) : 0, active: Number(active?.n ?? 0), sample: rows.map(userRow) };
+  }
+
   async user(tenant: string, externalId: string) {
     const r = await this.c.one('SELECT * FROM users WHERE tenant = $1 AND external_id = $2', [tenant, externalId]);
     return r ? { ...userRow(r), raw: r } : null;

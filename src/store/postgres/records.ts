@@ -140,9 +140,11 @@ export class PgImports implements ImportStore {
   }
 
   async totals() {
+    // Rows only of imports that were applied: a held import's counts are an estimate (its release is
+    // another import with what really happened), and a rejected or discarded one changed nobody.
     const byStatus = Object.fromEntries((await this.c.query('SELECT status, count(*) AS n FROM imports GROUP BY status')).map((r) => [String(r.status), Number(r.n)]));
     const r = (await this.c.one(
-      'SELECT coalesce(sum(created),0) AS created, coalesce(sum(updated),0) AS updated, coalesce(sum(unchanged),0) AS unchanged, coalesce(sum(deactivated),0) AS deactivated, coalesce(sum(archived),0) AS archived, coalesce(sum(failed),0) AS failed FROM imports',
+      `SELECT coalesce(sum(created),0) AS created, coalesce(sum(updated),0) AS updated, coalesce(sum(unchanged),0) AS unchanged, coalesce(sum(deactivated),0) AS deactivated, coalesce(sum(archived),0) AS archived, coalesce(sum(failed),0) AS failed FROM imports WHERE status IN ('applied', 'applied with errors')`,
     ))!;
     return { byStatus, rows: Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Number(v)])) };
   }

@@ -9,6 +9,7 @@ import { PgDirectory } from './directory.js';
 import { LATEST, MIGRATION_LOCK, migrations } from './migrations.js';
 import { PgImports, PgMail, PgOutbox } from './records.js';
 import { PgSessions } from './sessions.js';
+import { PgOverview } from './overview.js';
 
 class PgSchema implements SchemaStore {
   constructor(private readonly c: PgConnection) {}
@@ -75,6 +76,7 @@ export class PostgresStore implements Store {
   readonly schedule;
   readonly audit;
   readonly sessions;
+  readonly overview;
 
   private constructor(readonly connection: PgConnection, readonly location: string) {
     const c = connection;
@@ -91,6 +93,7 @@ export class PostgresStore implements Store {
     this.schedule = new PgSchedule(c);
     this.audit = new PgAudit(c);
     this.sessions = new PgSessions(c);
+    this.overview = new PgOverview(c);
   }
 
   /** Connects (and checks the connection) or fails with what to fix. */

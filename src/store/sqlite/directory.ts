@@ -46,6 +46,21 @@ export class SqliteDirectory implements DirectoryStore {
     });
   }
 
+  missingFrom(tenant: string, kind: string, keys: string[], limit: number) {
+    return this.c.read(() => {
+      const active = this.c.stmt('SELECT count(*) FROM users WHERE tenant = ? AND kind = ? AND active = 1').pluck().get(tenant, kind) as number;
+      // The keys arrive as one JSON array; NOT IN builds one temporary index of them.
+      const rows = this.c
+        .stmt(
+          `SELECT *, count(*) OVER () AS missing_total FROM users
+            WHERE tenant = ? AND kind = ? AND active = 1 AND external_id NOT IN (SELECT value FROM json_each(?))
+            ORDER BY external_id LIMIT ?`,
+        )
+        .all(tenant, kind, JSON.stringify(keys), limit) as Row[];
+      return { total: rows.length ? Number(rows[0].missing_total) : 0, active, sample: rows.map(userRow) };
+    });
+  }
+
   user(tenant: string, externalId: string) {
     return this.c.read(() => {
       const r = this.c.stmt('SELECT * FROM users WHERE tenant = ? AND external_id = ?').get(tenant, externalId) as Row | undefined;

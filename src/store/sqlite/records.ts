@@ -161,10 +161,12 @@ export class SqliteImports implements ImportStore {
   }
 
   totals() {
+    // Rows only of imports that were applied: a held import's counts are an estimate (its release is
+    // another import with what really happened), and a rejected or discarded one changed nobody.
     return this.c.read(() => {
       const byStatus = Object.fromEntries((this.c.stmt('SELECT status, count(*) AS n FROM imports GROUP BY status').all() as Row[]).map((r) => [String(r.status), Number(r.n)]));
       const r = this.c
-        .stmt('SELECT coalesce(sum(created),0) AS created, coalesce(sum(updated),0) AS updated, coalesce(sum(unchanged),0) AS unchanged, coalesce(sum(deactivated),0) AS deactivated, coalesce(sum(archived),0) AS archived, coalesce(sum(failed),0) AS failed FROM imports')
+        .stmt(`SELECT coalesce(sum(created),0) AS created, coalesce(sum(updated),0) AS updated, coalesce(sum(unchanged),0) AS unchanged, coalesce(sum(deactivated),0) AS deactivated, coalesce(sum(archived),0) AS archived, coalesce(sum(failed),0) AS failed FROM imports WHERE status IN ('applied', 'applied with errors')`)
         .get() as Row;
       return { byStatus, rows: Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Number(v)])) };
     });

@@ -6,6 +6,7 @@ import { SqliteDirectory } from './directory.js';
 import { migrations } from './migrations.js';
 import { SqliteImports, SqliteMail, SqliteOutbox } from './records.js';
 import { SqliteSessions } from './sessions.js';
+import { SqliteOverview } from './overview.js';
 
 class SqliteSchema implements SchemaStore {
   constructor(private readonly c: SqliteConnection) {}
@@ -66,6 +67,7 @@ export class SqliteStore implements Store {
   readonly schedule;
   readonly audit;
   readonly sessions;
+  readonly overview;
 
   constructor(file: string, opts: ConnectionOptions = {}) {
     const c = new SqliteConnection(file, opts);
@@ -84,6 +86,7 @@ export class SqliteStore implements Store {
     this.schedule = new SqliteSchedule(c);
     this.audit = new SqliteAudit(c);
     this.sessions = new SqliteSessions(c);
+    this.overview = new SqliteOverview(c);
   }
 
   async now(): Promise<Date> {
