@@ -87,14 +87,15 @@ describe.each(worlds())('spine on %s', (_label, kind, store) => {
   });
 
   it('takes an _auto.csv file only once it has settled', async () => {
-    world.addTenant('lincoln', { settleSeconds: 2 });
+    // Long enough that a slow first run (a busy machine) still sees the file as fresh.
+    world.addTenant('lincoln', { settleSeconds: 5 });
     world.putFile('/lincoln/upload/users_auto.csv', csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,,,'));
     const early = await world.cli(['run', '--tenant', 'lincoln', '--now']);
     expect(early.code).toBe(0);
     expect(early.stdout).toContain('users_auto.csv is still settling');
     expect(world.exists('/lincoln/upload/users_auto.csv')).toBe(true);
 
-    await new Promise((r) => setTimeout(r, 2500));
+    await new Promise((r) => setTimeout(r, 5500));
     const later = await world.cli(['run', '--tenant', 'lincoln', '--now']);
     expect(later.code, later.stderr).toBe(0);
     expect(world.exists('/lincoln/upload/users_auto.csv')).toBe(false);

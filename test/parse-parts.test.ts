@@ -10,7 +10,9 @@ import { DEFAULT_OPTIONS } from '../src/config.js';
 import { mapHeaders } from '../src/import/headers.js';
 import { KindRegistry } from '../src/import/kinds.js';
 import { readHeader } from '../src/import/parse-file.js';
-import { planParts, stageFile } from '../src/import/parse-parts.js';
+import { partBounds } from '../src/import/file-parts.js';
+import { FollowedFile, GrowingFile } from '../src/import/growing-file.js';
+import { partsFor, stageFile } from '../src/import/parse-parts.js';
 import { RowChecker } from '../src/import/rows.js';
 import { SqliteStore } from '../src/store/sqlite/store.js';
 
@@ -46,8 +48,8 @@ interface Staged {
   parts: number;
 }
 
-async function stage(file: string, maxParts: number, maxRecordBytes = 1 << 20): Promise<Staged> {
-  const head = await readHeader(file, 'utf-8', maxRecordBytes);
+async function stage(file: string, maxParts: number, maxRecordBytes = 1 << 20, follow?: SharedArrayBuffer): Promise<Staged> {
+  const head = await readHeader(file, 'utf-8', maxRecordBytes, follow);
   if (!('header' in head)) throw new Error(head.rejected);
   const mapped = mapHeaders(head.header, kind, false);
   if (!mapped.ok) throw new Error(mapped.problem);
@@ -56,7 +58,7 @@ async function stage(file: string, maxParts: number, maxRecordBytes = 1 << 20): 
   const s = await store.directory.openStage({ tenant: 'lincoln', kind: 'samegoal-users', keyColumn: 'user_id', present, dir: scratch });
   try {
     const staged = await stageFile({
-      parse: { file, kind: 'samegoal-users', tenant: 'lincoln', options, encoding: 'utf-8', maxRecordBytes, digestKey: null },
+      parse: { file, kind: 'samegoal-users', tenant: 'lincoln', options, encoding: 'utf-8', maxRecordBytes, digestKey: null, follow },
       header: head.header, stage: s, keyIndex: false, kinds, maxParts,
     });
     expect(staged.rejected).toBeNull();
@@ -82,7 +84,7 @@ describe('a file read in parts', () => {
       [140_000, 'u140000,Bad,Email,still-not-an-email,student,SCH1,1'],
     ]);
     const file = writeRoster('duplicates.csv', ROWS, edits);
-    expect(planParts(file, fs.statSync(file).size, 'utf-8', 3)).toHaveLength(3);
+    expect(await partsFor(file, new FollowedFile(), fs.statSync(file).size, 'utf-8', 3)).toBe(3);
     const one = await stage(file, 1);
     const three = await stage(file, 3);
     expect(three.parts).toBe(3);
@@ -98,6 +100,32 @@ describe('a file read in parts', () => {
     expect(three.errors).toEqual(one.errors);
   });
 
+  it('reads a file while it arrives, each part waiting for its bytes', async () => {
+    const edits = new Map<number, string>([[150_000, 'u20,Late,Duplicate,late@lincoln.example.org,student,SCH1,1']]);
+    const source = writeRoster('source.csv', ROWS, edits);
+    const whole = await stage(source, 3);
+    // A download writes the file front to back in 256 KiB steps while the parts read it.
+    const arriving = path.join(dir, 'arriving.csv');
+    const bytes = fs.readFileSync(source);
+    const growing = new GrowingFile();
+    const fd = fs.openSync(arriving, 'w');
+    const download = (async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      growing.sized(bytes.length);
+      for (let at = 0; at < bytes.length; at += 256 * 1024) {
+        fs.writeSync(fd, bytes, at, Math.min(256 * 1024, bytes.length - at), at);
+        growing.grew(Math.min(bytes.length, at + 256 * 1024));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      fs.closeSync(fd);
+      growing.complete();
+    })();
+    const followed = await stage(arriving, 3, 1 << 20, growing.shared);
+    await download;
+    expect(followed).toEqual(whole);
+    expect(whole.errors).toEqual(['150001 user_id: duplicate user_id: it already appears on line 21; each user_id may appear only once']);
+  });
+
   it('reads the file as one part when a cut would fall inside a quoted value', async () => {
     // A quoted value of many lines right across the middle of the file.
     const notes = Array.from({ length: 200_000 }, (_, i) => `note line ${i}`).join('\n');
@@ -108,7 +136,7 @@ describe('a file read in parts', () => {
     ]);
     const file = writeRoster('quoted.csv', ROWS, edits);
     const size = fs.statSync(file).size;
-    const cut = planParts(file, size, 'utf-8', 2)[1].start;
+    const cut = (await partBounds(file, new FollowedFile(), size, 1, 2)).start;
     const multiStart = fs.readFileSync(file, 'utf8').indexOf(`u${middle},"`);
     expect(cut).toBeGreaterThan(multiStart);
     expect(cut).toBeLessThan(multiStart + notes.length);

@@ -12,6 +12,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Papa from 'papaparse';
+import { FollowedFile } from './growing-file.js';
 
 export interface CsvRecord {
   /** 1-based line of the original file on which this record starts. */
@@ -40,6 +41,8 @@ export interface CsvReadOptions {
   part?: FilePart;
   /** Compute the SHA-1 of the whole file (default true; a part reads on past its end to do it). */
   sha1?: boolean;
+  /** The file is still being downloaded (GrowingFile.shared): reads wait for their bytes. */
+  follow?: SharedArrayBuffer;
 }
 
 export interface FilePart {
@@ -110,6 +113,7 @@ export async function readCsv(
   const part = options.part;
   const records = new RecordStream(onBatch, maxRecord, part?.firstLine ?? 1, (part?.start ?? 0) === 0);
   const hash = options.sha1 === false ? null : crypto.createHash('sha1');
+  const follow = new FollowedFile(options.follow);
   const fh = await fs.promises.open(file, 'r');
   let pendingRead: Promise<{ bytesRead: number }> | undefined;
   try {
@@ -117,10 +121,15 @@ export async function readCsv(
     let which = 0;
     const first = part?.start ?? 0;
     const stop = part && !part.last ? part.end : Infinity;
+    /** Reads up to `want` bytes at `at`, once they are there (a file still arriving). */
+    const readAt = async (buffer: Buffer, at: number, want: number): Promise<{ bytesRead: number }> => {
+      const have = Math.min(want, (await follow.until(at + want)) - at);
+      return have > 0 ? fh.read(buffer, 0, have, at) : { bytesRead: 0 };
+    };
     let offset = first;
     // A part's bytes before its start are hashed first (only part 0 hashes, so there are none).
-    if (hash && first > 0) await hashRange(fh, hash, buffers[0], 0, first);
-    pendingRead = fh.read(buffers[which], 0, Math.min(READ_CHUNK, stop - offset), offset);
+    if (hash && first > 0) await hashRange(readAt, hash, buffers[0], 0, first);
+    pendingRead = readAt(buffers[which], offset, Math.min(READ_CHUNK, stop - offset));
     for (;;) {
       const { bytesRead }: { bytesRead: number } = await pendingRead;
       pendingRead = undefined;
@@ -129,7 +138,7 @@ export async function readCsv(
       // Read the next chunk into the other buffer while this one is processed.
       which ^= 1;
       const next = Math.min(READ_CHUNK, stop - (offset + bytesRead));
-      pendingRead = next > 0 ? fh.read(buffers[which], 0, next, offset + bytesRead) : Promise.resolve({ bytesRead: 0 });
+      pendingRead = next > 0 ? readAt(buffers[which], offset + bytesRead, next) : Promise.resolve({ bytesRead: 0 });
       pendingRead.catch(() => undefined); // awaited on the next turn, or dropped if we stop
       hash?.update(chunk);
       // Decoded a piece at a time: small strings die young, where a 1 MiB one would go to the
@@ -156,7 +165,7 @@ export async function readCsv(
     if (part && !part.last) records.endPart();
     else await records.end();
     // A part that is not the last hashes on to the end of the file (only part 0 is asked to).
-    const size = hash && stop !== Infinity ? await hashRange(fh, hash, buffers[0], offset, Infinity) : offset;
+    const size = hash && stop !== Infinity ? await hashRange(readAt, hash, buffers[0], offset, Infinity) : offset;
     return { records: records.records, lines: records.line - (part?.firstLine ?? 1), bytes: size - first, sha1: hash ? hash.digest('hex') : '' };
   } finally {
     if (pendingRead) await pendingRead.catch(() => undefined);
@@ -164,11 +173,17 @@ export async function readCsv(
   }
 }
 
-/** Hashes bytes [from, to) of an open file; returns where it stopped (to, or the end of the file). */
-async function hashRange(fh: fs.promises.FileHandle, hash: crypto.Hash, buffer: Buffer, from: number, to: number): Promise<number> {
+/** Hashes bytes [from, to) of the file; returns where it stopped (to, or the end of the file). */
+async function hashRange(
+  readAt: (buffer: Buffer, at: number, want: number) => Promise<{ bytesRead: number }>,
+  hash: crypto.Hash,
+  buffer: Buffer,
+  from: number,
+  to: number,
+): Promise<number> {
   let at = from;
   while (at < to) {
-    const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, to - at), at);
+    const { bytesRead } = await readAt(buffer, at, Math.min(buffer.length, to - at));
     if (bytesRead === 0) break;
     hash.update(buffer.subarray(0, bytesRead));
     at += bytesRead;

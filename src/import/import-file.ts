@@ -39,6 +39,11 @@ export interface FileImportRequest {
   release?: { heldImportId: number } | null;
   /** Keep-in-place content, remembered with the import. */
   content?: { path: string; sha1: string };
+  /**
+   * The file is still downloading: its progress (GrowingFile.shared), and the SHA-1 the
+   * download takes of it (rejects when the download fails).
+   */
+  follow?: { shared: SharedArrayBuffer; sha1: Promise<string> };
   /** Where the file's scratch data goes (default: beside the file, in the run's work folder). */
   scratchDir?: string;
   /** check mode: write errors.csv here when rows fail. */
@@ -99,7 +104,9 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     encoding: req.encoding,
     maxRecordBytes: req.maxRecordBytes,
     digestKey: req.digestKey ? req.digestKey.toString('base64') : null,
+    follow: req.follow?.shared,
   };
+  const fileSha1 = () => req.follow?.sha1 ?? sha1Of(req.localPath);
   const kind = req.kinds.get(req.kind, { sso: req.options.sso });
   const timings: Record<string, number> = {};
   let mark = performance.now();
@@ -122,19 +129,19 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     return { ...base, status: 'rejected', message, counts: emptyCounts(), importId, contentSha1 };
   };
   try {
-    const head = await readHeader(req.localPath, req.encoding, req.maxRecordBytes);
+    const head = await readHeader(req.localPath, req.encoding, req.maxRecordBytes, req.follow?.shared);
     const mapped = 'header' in head ? mapHeaders(head.header, kind, req.options.strictHeaders) : null;
     if (!mapped?.ok) {
       const message = 'rejected' in head ? head.rejected : (mapped as { problem: string }).problem;
-      return await rejectedWith(message, await sha1Of(req.localPath), null);
+      return await rejectedWith(message, await fileSha1(), null);
     }
     const header = (head as { header: string[] }).header;
     const present = new RowChecker(kind, mapped.map, req.options, req.tenant, null).present;
     stage = await req.store.directory.openStage({ tenant: req.tenant, kind: req.kind, keyColumn: kind.key, present, dir: scratch });
-    const summary = await stageFile({ parse: parseRequest, header, stage, keyIndex: req.options.fullSync, kinds: req.kinds, onProgress: req.onProgress });
+    const summary = await stageFile({ parse: parseRequest, header, stage, keyIndex: req.options.fullSync, kinds: req.kinds, onProgress: req.onProgress, sha1: !req.follow });
     step('parseMs');
-    const contentSha1 = summary.sha1;
-    if (summary.rejected) return await rejectedWith(summary.rejected, contentSha1 || (await sha1Of(req.localPath)), mapped.map.original);
+    if (summary.rejected) return await rejectedWith(summary.rejected, summary.sha1 || (await fileSha1()), mapped.map.original);
+    const contentSha1 = req.follow ? await req.follow.sha1 : summary.sha1;
     const original = mapped.map.original;
     req.onProgress?.(summary.rows);
     const staged = await stage.finish();

@@ -9,11 +9,13 @@ import fs from 'node:fs';
 import type { ImportOptions } from '../config.js';
 import type { StageBatch } from '../store/types.js';
 import { StagePartWriter, type FailedRow } from '../store/sqlite/stage-part.js';
-import { CsvUnreadable, PartMisaligned, readCsv, type FilePart } from './csv-reader.js';
+import { CsvUnreadable, PartMisaligned, readCsv } from './csv-reader.js';
+import { partBounds } from './file-parts.js';
+import { FollowedFile } from './growing-file.js';
 import { mapHeaders } from './headers.js';
 import type { KindRegistry } from './kinds.js';
 import { KeyFilter } from './key-filter.js';
-import { RowChecker } from './rows.js';
+import { RowChecker, type StagedRow } from './rows.js';
 
 /** Where the checked rows of a part go. */
 export type RowSink =
@@ -36,8 +38,10 @@ export interface ParseRequest {
   lines?: number[];
   /** stage: the header row as readHeader() gave it (a part past the start never sees it). */
   header?: string[];
-  /** stage: the part of the file to read (default: all of it). */
-  part?: FilePart;
+  /** stage: which part of the file to read, of how many (default: all of it); see file-parts.ts. */
+  part?: { index: number; count: number };
+  /** The file is still being downloaded (GrowingFile.shared): reads wait for their bytes. */
+  follow?: SharedArrayBuffer;
   sink?: RowSink;
   /** stage: the key filter every part of the file shares (KeyFilter.buffer()). */
   filter?: SharedArrayBuffer;
@@ -78,7 +82,7 @@ const ROWS_PER_BATCH = 5000;
 class HeaderRead extends Error {}
 
 /** The file's header row (its first record that is not blank), or why the file cannot be read. */
-export async function readHeader(file: string, encoding: string, maxRecordBytes: number): Promise<{ header: string[] } | { rejected: string }> {
+export async function readHeader(file: string, encoding: string, maxRecordBytes: number, follow?: SharedArrayBuffer): Promise<{ header: string[] } | { rejected: string }> {
   let header: string[] | null = null;
   try {
     await readCsv(
@@ -87,7 +91,7 @@ export async function readHeader(file: string, encoding: string, maxRecordBytes:
         header = records[0].values;
         throw new HeaderRead();
       },
-      { encoding, maxRecordBytes, sha1: false },
+      { encoding, maxRecordBytes, sha1: false, follow },
     );
   } catch (err) {
     if (err instanceof CsvUnreadable) return { rejected: err.message };
@@ -99,9 +103,10 @@ export async function readHeader(file: string, encoding: string, maxRecordBytes:
 export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e: ParseEvent) => void | Promise<void>): Promise<ParseSummary> {
   const kind = kinds.get(req.kind, { sso: req.options.sso });
   const digestKey = req.digestKey === null ? null : Buffer.from(req.digestKey, 'base64');
-  const part = req.part ?? null;
-  const firstLine = part ? (part.firstLine || (await firstLineOf(req.file, part.start))) : 1;
-  const summary: ParseSummary = { rejected: null, rows: 0, valid: 0, failed: 0, firstLine, sha1: '' };
+  const follow = new FollowedFile(req.follow);
+  const size = await follow.size(() => fs.statSync(req.file).size);
+  const part = req.part ? await partBounds(req.file, follow, size, req.part.index, req.part.count) : null;
+  const summary: ParseSummary = { rejected: null, rows: 0, valid: 0, failed: 0, firstLine: part?.firstLine ?? 1, sha1: '' };
   let checker: RowChecker | undefined;
   let writer: StagePartWriter | null = null;
   const useHeader = (values: string[]): boolean => {
@@ -120,14 +125,14 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   if (req.mode === 'stage' && !headerPending && !useHeader(req.header!)) return summary;
 
   const copy = req.sink?.type === 'copy';
-  let rowsOut: (string | null)[][] = [];
+  let rowsOut: StagedRow[] = [];
   let tabSeen = false; // COPY: a batch's text held a tab, which a value may then hold
   let failedOut: FailedRow[] = [];
   let repeats: number[] = [];
   // Besides the file's own text, only the site map's labels reach a staged row unescaped.
   const labelsHoldTab = Object.values(req.options.siteMap).some((label) => label.includes('\t'));
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
-  const seen = new KeyFilter(fs.statSync(req.file).size / 40, req.filter);
+  const seen = new KeyFilter(size / 40, req.filter);
   let collected: CollectedRow[] = [];
   const wanted = req.lines ?? [];
   let next = 0; // index into wanted (collect mode)
@@ -189,7 +194,7 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
           if (rowsOut.length + failedOut.length >= ROWS_PER_BATCH) await flush();
         }
       },
-      { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes, part: part ? { ...part, firstLine } : undefined, sha1: req.sha1 ?? true },
+      { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes, part: part ?? undefined, sha1: req.sha1 ?? true, follow: req.follow },
     );
     await flush();
     (writer as StagePartWriter | null)?.finish(req.sink?.type === 'part-file' && req.sink.keyIndex);
@@ -205,25 +210,6 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   return summary;
 }
 
-/** The line that byte `offset` (just after a line feed) starts: one plus the line feeds before it. */
-async function firstLineOf(file: string, offset: number): Promise<number> {
-  const fh = await fs.promises.open(file, 'r');
-  try {
-    const buffer = Buffer.allocUnsafe(1 << 20);
-    let lines = 1;
-    for (let at = 0; at < offset; ) {
-      const { bytesRead } = await fh.read(buffer, 0, Math.min(buffer.length, offset - at), at);
-      if (bytesRead === 0) break;
-      const bytes = buffer.subarray(0, bytesRead);
-      for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
-      at += bytesRead;
-    }
-    return lines;
-  } finally {
-    await fh.close();
-  }
-}
-
 /** A character COPY's text format escapes (a tab is looked for in the batch's text instead). */
 const COPY_SPECIAL = /[\\\n\r]/;
 
@@ -232,7 +218,7 @@ const COPY_SPECIAL = /[\\\n\r]/;
  * escaping, which one native join and one search per row tell; the others are escaped value by
  * value. `mayHoldTab`: the rows' text held a tab somewhere.
  */
-function copyRows(rows: (string | null)[][], mayHoldTab: boolean): string {
+function copyRows(rows: StagedRow[], mayHoldTab: boolean): string {
   const lines = new Array<string>(rows.length + 1);
   for (let r = 0; r < rows.length; r++) {
     const row = rows[r];
@@ -244,6 +230,6 @@ function copyRows(rows: (string | null)[][], mayHoldTab: boolean): string {
   return lines.join('\n');
 }
 
-function copyLine(values: (string | null)[]): string {
-  return values.map((v) => (v === null ? '\\N' : v.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')))).join('\t');
+function copyLine(values: StagedRow): string {
+  return values.map((v) => (v === null ? '\\N' : String(v).replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r')))).join('\t');
 }

@@ -9,7 +9,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Stage } from '../store/types.js';
-import type { FilePart } from './csv-reader.js';
+import { endsLinesWithLineFeeds } from './file-parts.js';
+import { FollowedFile } from './growing-file.js';
 import { KeyFilter } from './key-filter.js';
 import type { KindRegistry } from './kinds.js';
 import type { ParseRequest, ParseSummary } from './parse-file.js';
@@ -31,6 +32,8 @@ export interface StageFileRequest {
   onProgress?: (rows: number) => void;
   /** At most this many parts (default: the cores, up to MAX_PARTS). */
   maxParts?: number;
+  /** Compute the file's SHA-1 while reading it (default true; a download may have done it). */
+  sha1?: boolean;
 }
 
 export interface StagedFile {
@@ -40,8 +43,9 @@ export interface StagedFile {
 }
 
 export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
-  const size = fs.statSync(req.parse.file).size;
-  const base: ParseRequest = { ...req.parse, mode: 'stage', header: req.header, sha1: true };
+  const follow = new FollowedFile(req.parse.follow);
+  const size = await follow.size(() => fs.statSync(req.parse.file).size);
+  const base: ParseRequest = { ...req.parse, mode: 'stage', header: req.header, sha1: req.sha1 ?? true };
   const stage = req.stage;
   if (stage.sink === 'batches') {
     const s = await parse(
@@ -55,12 +59,9 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
     );
     return outcome([s]);
   }
-  const parts = planParts(req.parse.file, size, req.parse.encoding, req.maxParts);
-  let summaries = await stageParts(req, base, parts);
-  if (summaries.some((s, k) => s.misaligned && k < parts.length - 1)) {
-    const whole = [{ start: 0, end: size, firstLine: 1, last: true }];
-    summaries = await stageParts(req, base, whole);
-  }
+  const count = await partsFor(req.parse.file, follow, size, req.parse.encoding, req.maxParts);
+  let summaries = await stageParts(req, base, size, count);
+  if (summaries.some((s, k) => s.misaligned && k < count - 1)) summaries = await stageParts(req, base, size, 1);
   const result = outcome(summaries);
   if (result.rejected === null) {
     await stage.adopt(summaries.map((s, k) => ({ file: stage.partFile(k), firstLine: s.firstLine, valid: s.valid, failed: s.failed })));
@@ -68,21 +69,24 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
   return result;
 }
 
-/** Every part at once: the first on this thread, the others on threads of their own. */
-async function stageParts(req: StageFileRequest, base: ParseRequest, parts: FilePart[]): Promise<ParseSummary[]> {
+/**
+ * Every part at once, each on a thread of its own (whose heap is capped: on this thread parsing
+ * would grow the young generation to 64 MB), but for a small file, read inline in one part.
+ */
+async function stageParts(req: StageFileRequest, base: ParseRequest, size: number, count: number): Promise<ParseSummary[]> {
   const stage = req.stage as Extract<Stage, { sink: 'files' }>;
-  const filter = KeyFilter.buffer(fs.statSync(base.file).size / 40) as SharedArrayBuffer;
+  const filter = KeyFilter.buffer(size / 40) as SharedArrayBuffer;
   const stopOthers = new AbortController();
-  const progress = parts.map(() => 0);
-  const runs = parts.map((part, k) =>
+  const progress: number[] = new Array(count).fill(0);
+  const runs = progress.map((_, k) =>
     parse(
-      { ...base, part, filter, sink: { type: 'part-file', file: stage.partFile(k), keyIndex: req.keyIndex }, sha1: k === 0 },
+      { ...base, part: { index: k, count }, filter, sink: { type: 'part-file', file: stage.partFile(k), keyIndex: req.keyIndex }, sha1: base.sha1 && k === 0 },
       (e) => {
         if (e.type !== 'progress') return;
         progress[k] = e.rowsSoFar;
         req.onProgress?.(progress.reduce((a, b) => a + b, 0));
       },
-      { thread: k > 0, signal: k > 0 ? stopOthers.signal : undefined, kinds: req.kinds },
+      { thread: size >= MIN_PART_BYTES, signal: k > 0 ? stopOthers.signal : undefined, kinds: req.kinds },
     ).then((s) => {
       // A rejection in the first part stands whatever the others find: stop them.
       if (k === 0 && s.rejected) stopOthers.abort();
@@ -92,7 +96,7 @@ async function stageParts(req: StageFileRequest, base: ParseRequest, parts: File
   const settled = await Promise.allSettled(runs);
   const failure = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !(r.reason instanceof ParseAborted));
   if (failure) throw failure.reason;
-  return settled.map((r, k) => (r.status === 'fulfilled' ? r.value : { rejected: 'stopped', rows: 0, valid: 0, failed: 0, firstLine: parts[k].firstLine, sha1: '' }));
+  return settled.map((r) => (r.status === 'fulfilled' ? r.value : { rejected: 'stopped', rows: 0, valid: 0, failed: 0, firstLine: 0, sha1: '' }));
 }
 
 /** The file's verdict from its parts (in order): the first part's problem, else the totals. */
@@ -107,35 +111,11 @@ function outcome(summaries: ParseSummary[]): StagedFile {
 }
 
 /**
- * Cuts a UTF-8 file into parts of about equal size, each just after a line feed (a UTF-8 line
- * feed byte is always a whole character). Other encodings, files whose lines end in CR alone and
- * small files are one part.
+ * How many parts: one per core (up to MAX_PARTS) for a large UTF-8 file whose lines end in line
+ * feeds (file-parts.ts cuts after them); other encodings, CR-only files and small files are one.
  */
-export function planParts(file: string, size: number, encoding: string, maxParts = Math.min(MAX_PARTS, os.availableParallelism())): FilePart[] {
-  const whole: FilePart[] = [{ start: 0, end: size, firstLine: 1, last: true }];
+export async function partsFor(file: string, follow: FollowedFile, size: number, encoding: string, maxParts = Math.min(MAX_PARTS, os.availableParallelism())): Promise<number> {
   const wanted = Math.min(maxParts, Math.floor(size / MIN_PART_BYTES));
-  if (wanted < 2 || new TextDecoder(encoding).encoding !== 'utf-8') return whole;
-  const fd = fs.openSync(file, 'r');
-  try {
-    const window = Buffer.allocUnsafe(64 * 1024);
-    const lineFeedAfter = (at: number): number => {
-      for (let from = at; from < size; from += window.length) {
-        const n = fs.readSync(fd, window, 0, window.length, from);
-        const i = window.subarray(0, n).indexOf(10);
-        if (i !== -1) return from + i + 1;
-      }
-      return size;
-    };
-    // Lines ending in CR alone: no line feed near the start, where the reader decides.
-    if (lineFeedAfter(0) > window.length) return whole;
-    const starts = [0];
-    for (let k = 1; k < wanted; k++) {
-      const start = lineFeedAfter(Math.floor((size * k) / wanted));
-      if (start < size && start > starts[starts.length - 1]) starts.push(start);
-    }
-    // firstLine 0: the thread counts the line feeds before its start itself (in parallel).
-    return starts.map((start, k) => ({ start, end: starts[k + 1] ?? size, firstLine: k === 0 ? 1 : 0, last: k === starts.length - 1 }));
-  } finally {
-    fs.closeSync(fd);
-  }
+  if (wanted < 2 || new TextDecoder(encoding).encoding !== 'utf-8') return 1;
+  return (await endsLinesWithLineFeeds(file, follow, size)) ? wanted : 1;
 }

@@ -44,7 +44,7 @@ export class StagePartWriter {
   private readonly insertRepeat: Database.Statement;
   private readonly width: number;
   /** Bound to insertMany, refilled for every hundred rows (no array per call). */
-  private readonly params: (string | null)[];
+  private readonly params: (string | number | null)[];
   valid = 0;
   failed = 0;
 
@@ -58,7 +58,7 @@ export class StagePartWriter {
       this.db.pragma('journal_mode = OFF');
       this.db.pragma('synchronous = OFF');
       this.db.pragma('locking_mode = EXCLUSIVE');
-      this.db.pragma('cache_size = -4096'); // appended in line order: a small cache is enough
+      this.db.pragma('cache_size = -1024'); // appended in line order: a small cache is enough
       this.db.exec(partTablesSql(columns));
     } catch (err) {
       this.db.close();
@@ -72,11 +72,11 @@ export class StagePartWriter {
     this.insertFailedKey = this.db.prepare('INSERT INTO failed_keys (key, line) VALUES (?, ?) ON CONFLICT DO NOTHING');
     this.insertError = this.db.prepare('INSERT INTO errors (line, seq, "column", value, reason, raw) VALUES (?, ?, ?, ?, ?, ?)');
     this.insertRepeat = this.db.prepare('INSERT INTO repeats (line) VALUES (?)');
-    this.params = new Array<string | null>(ROWS_PER_INSERT * this.width).fill(null);
+    this.params = new Array<string | number | null>(ROWS_PER_INSERT * this.width).fill(null);
   }
 
   /** One batch in one transaction: valid rows (stage column order), failing rows, repeat candidates. */
-  write(rows: (string | null)[][], failed: FailedRow[], repeats: number[]): void {
+  write(rows: (string | number | null)[][], failed: FailedRow[], repeats: number[]): void {
     const width = this.width;
     const params = this.params;
     this.db.exec('BEGIN');

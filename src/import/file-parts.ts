@@ -1,0 +1,66 @@
+// Where the parts of a file begin and end. Part k of n starts just after the first line feed at
+// or after size·k/n (a UTF-8 line feed byte is always a whole character) and ends where part
+// k+1 starts: every thread finds its own bounds from the bytes, the same way, so no thread waits
+// for another to plan. The file may still be arriving (FollowedFile): reads wait for the bytes.
+import fs from 'node:fs';
+import type { FilePart } from './csv-reader.js';
+import { FollowedFile } from './growing-file.js';
+
+const WINDOW = 64 * 1024;
+
+export async function partBounds(file: string, follow: FollowedFile, size: number, index: number, count: number): Promise<FilePart> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    const window = Buffer.allocUnsafe(WINDOW);
+    const cut = (k: number): Promise<number> => (k === 0 ? Promise.resolve(0) : k >= count ? Promise.resolve(size) : lineFeedAfter(fh, follow, window, Math.floor((size * k) / count), size));
+    const start = await cut(index);
+    const end = Math.max(start, await cut(index + 1));
+    return { start, end, firstLine: start === 0 ? 1 : await linesBefore(fh, follow, start), last: index === count - 1 };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Just past the first line feed at or after `at` (the size when there is none). */
+export async function lineFeedAfter(fh: fs.promises.FileHandle, follow: FollowedFile, window: Buffer, at: number, size: number): Promise<number> {
+  for (let from = at; from < size; from += window.length) {
+    const have = (await follow.until(Math.min(size, from + window.length))) - from;
+    if (have <= 0) break;
+    const { bytesRead } = await fh.read(window, 0, have, from);
+    const i = window.subarray(0, bytesRead).indexOf(10);
+    if (i !== -1) return from + i + 1;
+  }
+  return size;
+}
+
+/** The line that byte `offset` (just after a line feed) starts: one plus the line feeds before it. */
+async function linesBefore(fh: fs.promises.FileHandle, follow: FollowedFile, offset: number): Promise<number> {
+  const buffer = Buffer.allocUnsafe(1 << 20);
+  let lines = 1;
+  for (let at = 0; at < offset; ) {
+    const have = (await follow.until(Math.min(offset, at + buffer.length))) - at;
+    if (have <= 0) break;
+    const { bytesRead } = await fh.read(buffer, 0, have, at);
+    if (bytesRead === 0) break;
+    const bytes = buffer.subarray(0, bytesRead);
+    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
+    at += bytesRead;
+  }
+  return lines;
+}
+
+/**
+ * The file's first bytes tell whether its lines end in line feeds (LF or CRLF) near the start,
+ * where the reader decides how lines end; a file whose lines end in CR alone is read whole.
+ */
+export async function endsLinesWithLineFeeds(file: string, follow: FollowedFile, size: number): Promise<boolean> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    const window = Buffer.allocUnsafe(Math.min(size, WINDOW));
+    const have = await follow.until(window.length);
+    const { bytesRead } = await fh.read(window, 0, have, 0);
+    return window.subarray(0, bytesRead).includes(10);
+  } finally {
+    await fh.close();
+  }
+}
