@@ -157,17 +157,20 @@ describe.each(availableSftpServerKinds())('broken epochs on %s sftp', (kind) => 
     expect(sent.flatMap((m) => m.attachments.map((a) => a.filename)).sort()).toEqual(['errors.csv', shortened, 'short.errors.csv'].sort());
   });
 
-  it('with bak a plain file: applies the epoch, sets it aside in failed/, says where it really is, and takes the next epoch', async () => {
-    world.addTenant('lincoln', { notify: { to: ['it@lincoln.example'], when: 'always' } });
+  it('with bak a plain file: applies the epoch, sets it aside in failed/, tells the district and the operators once where it really is, exit 3, status says so', async () => {
+    // The usual setting: the district hears about problems only. Not being able to file an upload is one.
+    world.addTenant('lincoln', { notify: { to: ['it@lincoln.example'], when: 'failures' } });
     world.putFile('/lincoln/upload/bak', 'not a folder\n');
     world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, user('u1')) });
     world.putEpoch('lincoln', '20240102-020000', { 'users.csv': csv(HEADER, user('u1'), user('u2')) });
 
     const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
     expect(r.stdout).toMatch(/20240101-020000\s*│\s*users\.csv\s*│\s*applied/);
     expect(r.stdout).toMatch(/20240102-020000\s*│\s*users\.csv\s*│\s*applied/);
     expect(r.stdout).toContain('lincoln 20240101-020000: now at /lincoln/upload/failed/20240101-020000');
     expect(r.stdout).toContain('lincoln 20240102-020000: now at /lincoln/upload/failed/20240102-020000');
+    expect(r.stdout).toContain('lincoln: upload 20240101-020000 could not be moved to /lincoln/upload/bak (/lincoln/upload/bak is a file, not a folder); it is in /lincoln/upload/failed/20240101-020000');
     expect(r.stdout).not.toContain('now at /lincoln/upload/bak/');
     expect((await world.usersJson('lincoln')).map((u) => u.externalId)).toEqual(['u1', 'u2']);
 
@@ -176,16 +179,44 @@ describe.each(availableSftpServerKinds())('broken epochs on %s sftp', (kind) => 
     expect(listRemote(world, '/lincoln/upload/failed/20240101-020000')).toEqual(['COMPLETE', 'result.json', 'users.csv']);
     expect(resultJson(world, '/lincoln/upload/failed/20240101-020000').status).toBe('applied');
 
+    // One mail per upload, each to the district and the operators, saying where it really is.
     const sent = mails(world, 'lincoln');
     expect(sent).toHaveLength(2);
     for (const [i, epoch] of ['20240101-020000', '20240102-020000'].entries()) {
+      expect(sent[i].to).toEqual(['it@lincoln.example', ...OPERATORS]);
       expect(sent[i].subject).toContain(epoch);
+      expect(sent[i].subject).toContain('not filed in bak');
       expect(sent[i].text).toContain(`/lincoln/upload/failed/${epoch}`);
       expect(sent[i].text).toContain('/lincoln/upload/bak is a file, not a folder');
       expect(sent[i].text).not.toContain(`/lincoln/upload/bak/${epoch}`);
+      expect(sent[i].text).not.toContain('Nothing to fix.');
     }
+
+    // status says so, in the last run and for as long as the uploads are not filed.
+    const text = await world.cli(['status', '--tenant', 'lincoln']);
+    expect(text.stdout).toMatch(/lincoln\s*│.*│\s*failed\s*│/);
+    expect(text.stdout).toContain('last run: upload 20240101-020000 could not be moved to /lincoln/upload/bak');
+    expect(text.stdout).toContain('not filed: upload 20240102-020000 is in /lincoln/upload/failed/20240102-020000');
+    expect(text.stdout).toContain('not filed: upload 20240101-020000 is in /lincoln/upload/failed/20240101-020000');
+
+    // Told once: the next run has nothing to do and mails nobody; status still shows where the uploads are.
     const again = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.stdout).toContain('nothing to do');
     expect(mails(world, 'lincoln')).toHaveLength(2);
+    const [s] = JSON.parse((await world.cli(['status', '--tenant', 'lincoln', '--json'])).stdout);
+    expect(s.notFiled.map((m: { epoch: string; location: string }) => [m.epoch, m.location])).toEqual([
+      ['20240102-020000', '/lincoln/upload/failed/20240102-020000'],
+      ['20240101-020000', '/lincoln/upload/failed/20240101-020000'],
+    ]);
+
+    // Once bak is a folder again, the next upload is filed there and the notice goes away.
+    fs.rmSync(world.remote('/lincoln/upload/bak'));
+    world.putEpoch('lincoln', '20240103-020000', { 'users.csv': csv(HEADER, user('u1'), user('u2'), user('u3')) });
+    const fixed = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(fixed.code, fixed.stdout + fixed.stderr).toBe(0);
+    expect(epochsIn(world, '/lincoln/upload/bak')).toEqual(['20240103-020000']);
+    expect(mails(world, 'lincoln')).toHaveLength(2);
+    expect((await world.cli(['status', '--tenant', 'lincoln'])).stdout).not.toContain('not filed');
   });
 });

@@ -66,6 +66,8 @@ export interface ReportView {
   hasHeld: boolean;
   hasFailed: boolean;
   hasErrorsCsv: boolean;
+  /** The upload is not where it belongs (bak unusable); the notes say why and where it is. */
+  notFiled: boolean;
   /** Nothing for the district to do (no errors, holds, rejections or stale uploads). */
   nothingToFix: boolean;
   /** One sentence per attachment too large to mail. */
@@ -124,7 +126,8 @@ export function buildView(report: EpochReport, omitted: OmittedAttachment[] = []
     hasHeld: files.some((f) => f.isHeld),
     hasFailed: files.some((f) => f.isFailed),
     hasErrorsCsv: report.files.some((f) => f.errorsCsvName !== null),
-    nothingToFix: !stale && files.every((f) => f.isApplied),
+    notFiled: report.misfiled === true,
+    nothingToFix: !stale && !report.misfiled && files.every((f) => f.isApplied),
     attachmentNotes: omitted.map((o) => omittedNote(o, folder)),
     notes: report.notes ?? [],
   };
@@ -207,6 +210,7 @@ function summary(report: EpochReport): string {
   else if (files.length > 3) parts.push(`${files.length} files: ${countByStatus(files)}`);
   const stale = report.staleUploads.length;
   if (stale) parts.push(`${stale} ${plural(stale, 'upload')} never completed`);
+  if (report.misfiled) parts.push('not filed in bak');
   const text = parts.join('; ') || 'nothing processed';
   return report.dryRun ? `dry run: ${text}` : text;
 }

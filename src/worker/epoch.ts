@@ -271,14 +271,18 @@ export async function fileAway(
   const moved = await moveTo(ctx, epoch, dir, parent);
   if (moved.note) notes.push(moved.note);
   await appendRemoteLog(ctx, epoch, outcome.files);
-  await deps.store.outbox.file(recordId, moved.location, notes.length ? notes.join(' ') : null);
+  // Not where it belongs (bak is a file, say): whatever was applied, someone has to act, so the
+  // district and the operators hear of it and the run says so.
+  const misfiled = moved.problem !== undefined;
+  await deps.store.outbox.file(recordId, moved.location, notes.length ? notes.join(' ') : null, misfiled);
   await deps.store.leases.dropClaim(tenant.id, epoch);
   ctx.claimed.delete(epoch);
   if (moved.location !== dir) ctx.log.info({ epoch, to: moved.location }, `moved epoch ${epoch} to ${moved.location}`);
-  return { ...outcome, remotePath: moved.location, notes: [...outcome.notes, ...notes] };
+  return { ...outcome, remotePath: moved.location, notes: [...outcome.notes, ...notes], ...(misfiled ? { misfiled: moved.problem } : {}) };
 }
 
-async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: string): Promise<{ location: string; note: string | null }> {
+/** Where the upload went; `note` (for the district) and `problem` (for the run) when not into `parent`. */
+async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: string): Promise<{ location: string; note: string | null; problem?: string }> {
   const { session, tenant } = ctx;
   if (posix.dirname(dir) === parent) return { location: dir, note: null }; // a held epoch held again
   try {
@@ -291,7 +295,11 @@ async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: strin
       try {
         const location = await renameInto(ctx, epoch, dir, failed);
         ctx.log.error({ epoch, parent, err: why }, `${parent} cannot take epoch ${epoch} (${why}); set aside in ${location}`);
-        return { location, note: `It could not be moved to ${parent} (${why}), so it was put in ${location}; please tell us, or fix ${parent} on your SFTP account.` };
+        return {
+          location,
+          note: `It could not be moved to ${parent} (${why}), so it was put in ${location}; please tell us, or fix ${parent} on your SFTP account.`,
+          problem: `could not be moved to ${parent} (${why})`,
+        };
       } catch (again) {
         if (again instanceof RemoteError && again.connectionLost) throw again;
       }
@@ -300,7 +308,7 @@ async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: strin
     const listing = await session.list(dir).catch(() => [] as RemoteEntry[]);
     await ctx.deps.store.uploads.setAside(tenant.id, dir, signature(listing), `could not be moved to ${parent}: ${why}`);
     ctx.log.error({ epoch, parent, err: why }, `epoch ${epoch} could not be moved to ${parent} (${why}); left in ${dir} and set aside`);
-    return { location: dir, note: `It could not be moved to ${parent} (${why}) and stays in ${dir}; please tell us.` };
+    return { location: dir, note: `It could not be moved to ${parent} (${why}) and stays in ${dir}; please tell us.`, problem: `could not be moved to ${parent} (${why})` };
   }
 }
 

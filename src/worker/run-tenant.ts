@@ -57,6 +57,10 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
     ctx = { deps, tenant, opts, session, runId, workDir, log, result, claimed: new Map() };
     await body(ctx);
     result.status = result.status === 'interrupted' ? 'interrupted' : overallStatus(result);
+    const misfiled = result.epochs.filter((e) => e.misfiled);
+    if (misfiled.length && result.status !== 'interrupted') {
+      result.message = misfiled.map((e) => `upload ${e.epoch} ${e.misfiled}; it is in ${e.remotePath}`).join('; ');
+    }
   } catch (err) {
     result = { ...result, status: 'failed', message: runFailure(tenant, err) };
     log.error({ err: errorMessage(err), stack: err instanceof RemoteError || err instanceof ConfigError ? undefined : (err as Error)?.stack }, result.message!);
@@ -80,6 +84,7 @@ function runFailure(tenant: TenantConfig, err: unknown): string {
 
 function overallStatus(result: TenantRunResult): RunStatus {
   if (result.epochs.length === 0) return 'nothing';
+  if (result.epochs.some((e) => e.misfiled)) return 'failed';
   const worst = worstStatus(result.epochs.map((e) => e.status));
   return worst === 'applied' || worst === 'discarded' ? 'ok' : worst === 'failed' ? 'failed' : 'errors';
 }
