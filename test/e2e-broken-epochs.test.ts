@@ -81,6 +81,48 @@ describe.runIf(openssh)('an epoch the SFTP account cannot read (OpenSSH, unprivi
     expect(world.query<{ n: number }>("SELECT count(*) AS n FROM imports WHERE epoch = '20240101-020000'")[0].n).toBe(1);
   });
 
+  it('an unreadable file of an epoch of three does not hide the others: each is processed, and each outcome is in result.json and the mail', async () => {
+    world.addTenant('lincoln', {
+      files: { 'admins.csv': 'samegoal-users', 'staff.csv': 'samegoal-users', 'users.csv': 'samegoal-users' },
+      notify: { to: ['it@lincoln.example'], when: 'failures' },
+    });
+    const dir = world.putEpoch('lincoln', '20240101-020000', {
+      'admins.csv': csv(HEADER, user('a1')),
+      'staff.csv': csv(HEADER, user('s1'), user('s2')),
+      'users.csv': csv(HEADER, user('u1'), 'u2,First u2,Last u2,not-an-email,staff,1,1'),
+    });
+    fs.chmodSync(`${dir}/admins.csv`, 0o000); // the first file in order: the others come after it
+
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*admins\.csv\s*│\s*failed/);
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*staff\.csv\s*│\s*applied\s*│\s*2\s*│\s*2/);
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*users\.csv\s*│\s*applied with errors\s*│\s*2\s*│\s*1/);
+    expect(r.stdout).toContain('admins.csv cannot be read by the import account (permission denied on the SFTP server)');
+    expect((await world.usersJson('lincoln')).map((u) => u.externalId)).toEqual(['s1', 's2', 'u1']);
+
+    const where = '/lincoln/upload/failed/20240101-020000';
+    const result = resultJson(world, where);
+    expect(result.status).toBe('failed');
+    expect(result.files.map((f) => [f.file, f.status, f.rows, f.created, f.failed, f.errorsCsv])).toEqual([
+      ['admins.csv', 'failed', 0, 0, 0, null],
+      ['staff.csv', 'applied', 2, 2, 0, null],
+      ['users.csv', 'applied with errors', 2, 1, 1, 'users.errors.csv'],
+    ]);
+    expect(String(result.files[0].message)).toContain('permission denied');
+    expect(listRemote(world, where)).toContain('users.errors.csv');
+
+    const sent = mails(world, 'lincoln');
+    expect(sent).toHaveLength(1);
+    expect(sent[0].to).toEqual(['it@lincoln.example', ...OPERATORS]);
+    expect(sent[0].subject).toContain('admins.csv failed, staff.csv applied, users.csv applied with 1 error');
+    expect(sent[0].text).toContain('3 files were processed: 1 failed, 1 applied, 1 applied with errors.');
+    expect(sent[0].text).toMatch(/admins\.csv \(samegoal-users\): failed\nProcessing failed: admins\.csv cannot be read/);
+    expect(sent[0].text).toMatch(/staff\.csv \(samegoal-users\): applied\nAll 2 rows were applied\./);
+    expect(sent[0].text).toMatch(/users\.csv \(samegoal-users\): applied with errors\n1 of 2 rows could not be applied/);
+    expect(sent[0].attachments.map((a) => a.filename)).toEqual(['users.errors.csv']);
+  });
+
   it('an upload that never completed is still reported, once, when an epoch in the same run fails', async () => {
     world.addTenant('lincoln', { staleAfterHours: 1, notify: { to: ['it@lincoln.example'], when: 'failures' } });
     world.putEpoch('lincoln', '20240101-010000', { 'users.csv': csv(HEADER, user('u0')) }, false);

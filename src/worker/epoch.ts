@@ -101,23 +101,30 @@ export async function processEpoch(ctx: RunContext, epoch: string, dir: string, 
   }
   const files: FileImportResult[] = [];
   const outcome: EpochOutcome = { epoch, status: 'applied', files, remotePath: dir, notes };
-  let current = '(epoch)';
+  let csvs: RemoteEntry[] = [];
   try {
     const entries = await ctx.session.list(dir);
     ctx.log.info({ epoch, files: entries.map((f) => printable(f.name)) }, `processing epoch ${epoch}`);
-    const { csvs, refused } = sortEntries(entries);
-    for (const r of refused) files.push(await rejectFile(ctx, epoch, r.name, r.reason));
-    if (csvs.length === 0 && refused.length === 0) {
+    const sorted = sortEntries(entries);
+    csvs = sorted.csvs;
+    for (const r of sorted.refused) files.push(await rejectFile(ctx, epoch, r.name, r.reason));
+    if (csvs.length === 0 && sorted.refused.length === 0) {
       const expected = Object.keys(ctx.tenant.files).join(', ');
       files.push(await rejectFile(ctx, epoch, '(none)', `epoch ${epoch} has a COMPLETE file but no CSV files; upload the CSV files (${expected}) before COMPLETE`));
     }
-    for (let i = 0; i < csvs.length; i++) {
-      current = csvs[i].name;
-      files.push(await processFile(ctx, epoch, dir, csvs[i].name, i));
-    }
   } catch (err) {
     if (err instanceof RemoteError && err.connectionLost) throw err;
-    files.push(await failFile(ctx, epoch, current, err));
+    files.push(await failFile(ctx, epoch, '(epoch)', err));
+  }
+  // Each file is its own import: one that fails (unreadable, a parser limit, a bug) is recorded
+  // with its reason, and the files after it are still processed and reported.
+  for (let i = 0; i < csvs.length; i++) {
+    try {
+      files.push(await processFile(ctx, epoch, dir, csvs[i].name, i));
+    } catch (err) {
+      if (err instanceof RemoteError && err.connectionLost) throw err;
+      files.push(await failFile(ctx, epoch, csvs[i].name, err));
+    }
   }
   outcome.status = worstStatus(files.map((f) => f.status));
   if (ctx.opts.dryRun) return outcome;
@@ -189,10 +196,11 @@ export function failureReason(file: string, err: unknown): string {
 async function failFile(ctx: RunContext, epoch: string, file: string, err: unknown): Promise<FileImportResult> {
   const message = failureReason(file, err);
   ctx.log.error({ epoch, file: printable(file), err: errorMessage(err), stack: (err as Error)?.stack }, `epoch ${epoch} failed: ${message}`);
-  const result: FileImportResult = { file, kind: '', status: 'failed', message, counts: emptyCounts(), importId: null, contentSha1: '', sampleErrors: [] };
+  const kind = kindForFile(ctx.tenant, file) ?? null;
+  const result: FileImportResult = { file, kind: kind ?? '', status: 'failed', message, counts: emptyCounts(), importId: null, contentSha1: '', sampleErrors: [] };
   if (ctx.opts.dryRun) return result;
   result.importId = await ctx.deps.store.imports.recordUnapplied({
-    runId: ctx.runId, tenant: ctx.tenant.id, epoch, file, kind: kindForFile(ctx.tenant, file) ?? null, status: 'failed', message, contentSha1: null,
+    runId: ctx.runId, tenant: ctx.tenant.id, epoch, file, kind, status: 'failed', message, contentSha1: null,
     counts: emptyCounts(), actor: ctx.tenant.options.actor, startedAt: new Date().toISOString(),
   });
   return result;
