@@ -5,7 +5,7 @@
 import type { ImportCounts, ImportStatus } from '../store/types.js';
 import type { EpochReport, FileReport } from './report.js';
 // Subject material stays on one printable line: a file name may hold a line break or an escape.
-import { oneLine } from '../text.js';
+import { oneLine, printable } from '../text.js';
 
 /** An attachment left out of the mail because it was too large. */
 export interface OmittedAttachment {
@@ -136,7 +136,8 @@ export function buildView(report: EpochReport, omitted: OmittedAttachment[] = []
 function fileView(f: FileReport, report: EpochReport, omitted: Set<string>, folder: string | null): FileView {
   const attached = f.errorsCsvName !== null && !omitted.has(f.errorsCsvName);
   return {
-    file: f.file,
+    // A remote name may hold a line break or an escape sequence: shown escaped, as everywhere.
+    file: printable(f.file),
     kind: f.kind,
     status: f.status,
     statusLine: fileStatusLine(f, report, attached, folder),
@@ -173,7 +174,7 @@ function fileStatusLine(f: FileReport, report: EpochReport, attached: boolean, f
       const where = attached
         ? `the attached ${name}`
         : `${name} (too large to mail; ${folder ? `it is in ${folder} on your SFTP account` : 'reply to this message for it'})`;
-      return `${failed}; fix them in ${where} and upload it again as ${f.file}.`;
+      return `${failed}; fix them in ${where} and upload it again as ${printable(f.file)}.`;
     }
     case 'rejected':
       return `The file was rejected${why ? `: ${why}` : ''}; nothing was changed.`;

@@ -23,9 +23,20 @@ export function fingerprintOf(keyBlob: Buffer): string {
   return 'SHA256:' + crypto.createHash('sha256').update(keyBlob).digest('base64').replace(/=+$/, '');
 }
 
-/** A remote name is one path segment: no separators, no dot entries. */
+/**
+ * Why we will not take a file of this name, or null: a backslash (a path separator to the
+ * district's Windows tools, and to some servers) or a control character (a line break or an
+ * escape sequence in every report and terminal it would reach).
+ */
+export function nameProblem(name: string): string | null {
+  if (name.includes('\\')) return 'has a backslash (\\) in its name';
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return 'has a control character in its name';
+  return null;
+}
+
+/** A remote name we work with: one path segment, no dot entries, nothing nameProblem() refuses. */
 export function isSafeName(name: string): boolean {
-  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\\') && !name.includes('\0');
+  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && nameProblem(name) === null;
 }
 
 export class SftpSession {
@@ -92,11 +103,14 @@ export class SftpSession {
     return session;
   }
 
-  /** The entries of a folder (never `.`/`..`, nor a name with a path separator or NUL). */
+  /**
+   * The entries of a folder, never `.`/`..` nor a name with `/` or NUL (no server sends those).
+   * Names we will not take (nameProblem) are listed, so that the district can be told.
+   */
   async list(dir: string): Promise<RemoteEntry[]> {
     const items = await this.call(`list ${dir}`, () => this.client.list(dir));
     return items
-      .filter((i) => isSafeName(i.name))
+      .filter((i) => i.name.length > 0 && i.name !== '.' && i.name !== '..' && !i.name.includes('/') && !i.name.includes('\0'))
       .map((i) => ({
         name: i.name,
         type: i.type === 'd' ? 'dir' : i.type === '-' ? 'file' : i.type === 'l' ? 'link' : 'other',

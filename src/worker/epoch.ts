@@ -11,7 +11,7 @@ import posix from 'node:path/posix';
 import { errorMessage, RemoteError } from '../errors.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
 import { importFile, type FileImportResult } from '../import/import-file.js';
-import { isSafeName, type RemoteEntry } from '../sftp/client.js';
+import { nameProblem, type RemoteEntry } from '../sftp/client.js';
 import { emptyCounts, type Outcome, type OutcomeKind, type OutcomePayload } from '../store/types.js';
 import { printable } from '../text.js';
 import { worstStatus, type EpochOutcome, type RunContext } from './context.js';
@@ -105,7 +105,7 @@ export async function processEpoch(ctx: RunContext, epoch: string, dir: string, 
   try {
     const entries = await ctx.session.list(dir);
     ctx.log.info({ epoch, files: entries.map((f) => printable(f.name)) }, `processing epoch ${epoch}`);
-    const sorted = sortEntries(entries);
+    const sorted = sortEntries(entries, ctx.tenant.files);
     csvs = sorted.csvs;
     for (const r of sorted.refused) files.push(await rejectFile(ctx, epoch, r.name, r.reason));
     if (csvs.length === 0 && sorted.refused.length === 0) {
@@ -131,12 +131,14 @@ export async function processEpoch(ctx: RunContext, epoch: string, dir: string, 
   return fileAway(ctx, epoch, dir, outcome, null);
 }
 
-function sortEntries(entries: RemoteEntry[]): { csvs: RemoteEntry[]; refused: { name: string; reason: string }[] } {
+function sortEntries(entries: RemoteEntry[], ctxFiles: Record<string, string>): { csvs: RemoteEntry[]; refused: { name: string; reason: string }[] } {
   const csvs: RemoteEntry[] = [];
   const refused: { name: string; reason: string }[] = [];
   for (const e of entries) {
     if (e.name === COMPLETE || e.name.startsWith('.') || isOurOutput(e.name)) continue;
-    if (e.type === 'link') refused.push({ name: e.name, reason: `${printable(e.name)} is a symbolic link; links are never followed. Upload the file itself.` });
+    const badName = e.type === 'dir' ? null : nameProblem(e.name);
+    if (badName) refused.push({ name: e.name, reason: refusedNameReason(e.name, badName, Object.keys(ctxFiles)) });
+    else if (e.type === 'link') refused.push({ name: e.name, reason: `${printable(e.name)} is a symbolic link; links are never followed. Upload the file itself.` });
     else if (e.type === 'other') refused.push({ name: e.name, reason: `${printable(e.name)} is not a plain file; upload a CSV file.` });
     else if (e.type === 'file') csvs.push(e);
   }
@@ -147,7 +149,7 @@ function sortEntries(entries: RemoteEntry[]): { csvs: RemoteEntry[]; refused: { 
 async function processFile(ctx: RunContext, epoch: string, dir: string, name: string, index: number): Promise<FileImportResult> {
   const { tenant, deps, opts } = ctx;
   const kind = kindForFile(tenant, name);
-  if (!kind || !isSafeName(name) || /[\u0000-\u001f\u007f]/.test(name)) {
+  if (!kind) {
     const expected = Object.keys(tenant.files).map((f) => `"${f}"`).join(', ');
     return rejectFile(ctx, epoch, name, `misnamed file "${printable(name)}"; expected one of ${expected}. Rename it and upload the epoch again.`);
   }
@@ -180,6 +182,13 @@ async function rejectFile(ctx: RunContext, epoch: string, file: string, message:
     actor: ctx.tenant.options.actor, startedAt: new Date().toISOString(),
   });
   return result;
+}
+
+/** A name we will not take (nameProblem), said to the district with the name escaped. */
+export function refusedNameReason(name: string, problem: string, expected: string[]): string {
+  const example = expected.find((f) => !/[*?]/.test(f));
+  // Backslashes doubled: the escapes printable() writes for control characters stay unambiguous.
+  return `"${printable(name.replace(/\\/g, '\\\\'))}" ${problem}; such names are not taken. Rename it${example ? ` (for example to ${example})` : ''} and upload it again.`;
 }
 
 /** What went wrong, in words a district (and an operator) can act on. */

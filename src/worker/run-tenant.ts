@@ -10,12 +10,12 @@ import { isNoSuchFile, SftpSession, type RemoteEntry } from '../sftp/client.js';
 import type { RunStatus } from '../store/types.js';
 import { printable } from '../text.js';
 import { emptyResult, worstStatus, type RunContext, type RunDeps, type RunOptions, type TenantRunResult } from './context.js';
-import { abandonedClaims, claimEpoch, processEpoch, signature, writeClaimFile } from './epoch.js';
+import { abandonedClaims, claimEpoch, processEpoch, refusedNameReason, signature, writeClaimFile } from './epoch.js';
 import { ownerIsGone, processId } from './identity.js';
 import { previewLooseFiles, processKeepFiles } from './keep-files.js';
 import { reportOutcomes } from './reporting.js';
 import { checkSettled } from './settle.js';
-import { COMPLETE, EPOCH_RE, finishInterruptedPromotions, HELD_DIR, isPromotable, PROCESSING_DIR, promote, scanUpload } from './uploads.js';
+import { COMPLETE, EPOCH_RE, finishInterruptedPromotions, HELD_DIR, isPromotable, PROCESSING_DIR, promote, scanUpload, type UploadScan } from './uploads.js';
 import fs from 'node:fs';
 import { makeRunDir } from './workdir.js';
 
@@ -120,7 +120,7 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
     }
   }
   await noteStale(ctx, scan.incomplete);
-  await noteLinks(ctx, scan.links);
+  await noteRefused(ctx, scan);
   for (const epoch of scan.ready) work.push({ epoch, dir: posix.join(upload, epoch) });
   const keep = tenant.loose === 'keep' && scan.loose.length > 0;
   if (work.length === 0 && !keep && !(opts.dryRun && scan.loose.length)) return;
@@ -190,13 +190,23 @@ async function noteStale(ctx: RunContext, incomplete: { epoch: string; mtime: nu
   });
 }
 
-/** Links and special files in the upload folder are never taken: the district is told once. */
-async function noteLinks(ctx: RunContext, links: { name: string; type: string; size: number; mtime: number }[]): Promise<void> {
+/**
+ * Links and special files in the upload folder, and files whose names we will not take, are never
+ * taken: the district is told once (again only when the entry changes).
+ */
+async function noteRefused(ctx: RunContext, scan: UploadScan): Promise<void> {
   const { tenant, deps } = ctx;
-  for (const l of links) {
+  const refused = [
+    ...scan.badNames.map(({ entry, problem }) => ({ entry, key: 'name', reason: refusedNameReason(entry.name, problem, Object.keys(tenant.files)) })),
+    ...scan.links.map((entry) => ({
+      entry,
+      key: 'link',
+      reason: `${printable(entry.name)} is ${entry.type === 'link' ? 'a symbolic link' : 'not a plain file or folder'}; links are never followed. Upload the file or folder itself.`,
+    })),
+  ];
+  for (const { entry: l, key, reason } of refused) {
     const relevant = EPOCH_RE.test(l.name) || /\.csv$/i.test(l.name) || Object.keys(tenant.files).some((f) => f.toLowerCase() === l.name.toLowerCase());
     if (!relevant) continue;
-    const reason = `${printable(l.name)} is ${l.type === 'link' ? 'a symbolic link' : 'not a plain file or folder'}; links are never followed. Upload the file or folder itself.`;
     ctx.result.skipped.push({ name: l.name, reason });
     if (ctx.opts.dryRun) continue;
     const path = posix.join(tenant.paths.upload, l.name);
@@ -206,7 +216,7 @@ async function noteLinks(ctx: RunContext, links: { name: string; type: string; s
     ctx.log.warn({ name: printable(l.name) }, reason);
     const file = { file: l.name, kind: null, status: 'rejected' as const, message: reason, counts: { rows: 0, created: 0, updated: 0, unchanged: 0, deactivated: 0, archived: 0, failed: 0 }, importId: null };
     await deps.store.outbox.record({
-      tenant: tenant.id, kind: 'epoch', dedupeKey: `link:${tenant.id}:${path}:${sig}`, epoch: EPOCH_RE.test(l.name) ? l.name : null, filed: true,
+      tenant: tenant.id, kind: 'epoch', dedupeKey: `${key}:${tenant.id}:${path}:${sig}`, epoch: EPOCH_RE.test(l.name) ? l.name : null, filed: true,
       payload: { status: 'rejected', files: [file], location: path, notes: [], staleUploads: [], operators: false, finishedAt: new Date().toISOString() },
     });
   }
