@@ -256,3 +256,30 @@ describe.each(availableSftpServerKinds())('hostile files on %s sftp', (kind) => 
     expect(mails(world)).toHaveLength(2);
   });
 });
+
+// Some hosts refuse SETSTAT (chmod): what the worker writes there keeps the server's mode, and
+// nothing fails for it. OpenSSH's internal-sftp refuses it when told to (-P setstat,fsetstat).
+describe.runIf(availableSftpServerKinds().includes('openssh'))('a server that refuses to set permissions (OpenSSH, -P setstat,fsetstat)', () => {
+  let world: World;
+  beforeEach(async (ctx) => {
+    world = await World.start('openssh', `no-setstat-${ctx.task.name}`, { deniedRequests: 'setstat,fsetstat' });
+  });
+  afterEach(async (ctx) => {
+    await world.stop(ctx.task.result?.state === 'fail');
+  });
+
+  it('still writes result.json, errors.csv and the remote log, files the upload in bak, and says so once at warn', async () => {
+    world.addTenant('lincoln', { paths: { upload: '/lincoln/upload', bak: '/lincoln/upload/bak', tmp: '/lincoln/tmp', log: '/lincoln/log/import.log' }, notify: { when: 'never' } });
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(SAMEGOAL, 'u1,Ada,Lovelace,ada@lincoln.example,staff,1,1', 'u2,Alan,Turing,not-an-email,staff,1,1') });
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(1); // the row error, nothing else
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*users\.csv\s*│\s*applied with errors/);
+    expect(r.stdout).not.toContain('could not be written');
+    expect(listRemote(world, '/lincoln/upload/bak/20240101-020000')).toEqual(['COMPLETE', 'errors.csv', 'result.json', 'users.csv']);
+    expect(resultJson(world, '/lincoln/upload/bak/20240101-020000').files[0]).toMatchObject({ status: 'applied with errors', errorsCsv: 'errors.csv' });
+    expect(world.read('/lincoln/log/import.log')).toContain('file="users.csv" status="applied with errors"');
+    const refusals = r.stderr.split('\n').filter((l) => l.includes('refused to set the permissions'));
+    expect(refusals, r.stderr).toHaveLength(1);
+    expect(JSON.parse(refusals[0]).level).toBe(40); // warn
+  });
+});

@@ -39,13 +39,22 @@ export function isSafeName(name: string): boolean {
   return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && nameProblem(name) === null;
 }
 
+/** Where the session says what it worked around (a server that refuses to set permissions). */
+export interface SessionLog {
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
+}
+
 export class SftpSession {
   private closed = false;
+  /** The server refused a chmod once: said at warn once per session, then at debug. */
+  private chmodRefused = false;
 
   private constructor(
     private readonly client: SftpClient,
     private readonly settings: SftpSettings,
     readonly label: string,
+    private readonly log?: SessionLog,
   ) {}
 
   /**
@@ -55,7 +64,7 @@ export class SftpSession {
   static async connect(
     settings: SftpSettings,
     label: string,
-    opts: { acceptAnyHostKey?: boolean } = {},
+    opts: { acceptAnyHostKey?: boolean; log?: SessionLog } = {},
   ): Promise<SftpSession & { hostKeySeen: string }> {
     if (!settings.hostKey && !opts.acceptAnyHostKey) {
       throw new RemoteError(
@@ -98,7 +107,7 @@ export class SftpSession {
         cause: err,
       });
     }
-    const session = new SftpSession(client, settings, label) as SftpSession & { hostKeySeen: string };
+    const session = new SftpSession(client, settings, label, opts.log) as SftpSession & { hostKeySeen: string };
     session.hostKeySeen = seen;
     return session;
   }
@@ -144,11 +153,24 @@ export class SftpSession {
     return Buffer.isBuffer(data) ? data.toString('utf8') : String(data);
   }
 
-  /** Writes a file readable by the district (0644), whatever the server's umask would give. */
+  /**
+   * Writes a file readable by the district (0644), whatever the server's umask would give. The
+   * chmod is best effort: some servers refuse SETSTAT, and the file is written all the same.
+   */
   async write(remote: string, content: string | Buffer): Promise<void> {
     const buf = Buffer.isBuffer(content) ? content : Buffer.from(content, 'utf8');
     await this.call(`write ${remote}`, () => this.client.put(buf, remote, { writeStreamOptions: { mode: 0o644 } }));
-    await this.call(`chmod ${remote}`, () => this.client.chmod(remote, 0o644));
+    try {
+      await this.call(`chmod ${remote}`, () => this.client.chmod(remote, 0o644));
+    } catch (err) {
+      if (err instanceof RemoteError && err.connectionLost) throw err;
+      const about = { file: printable(remote), err: errorMessage(err) };
+      const why = cleanMessage(err instanceof Error && err.cause ? err.cause : err);
+      const msg = `${this.label}: the SFTP server refused to set the permissions of ${printable(remote)} (${why}); it keeps the server's default`;
+      if (this.chmodRefused) this.log?.debug(about, msg);
+      else this.log?.warn(about, `${msg}. Files written on this server may not be readable by the district if its default is private.`);
+      this.chmodRefused = true;
+    }
   }
 
   async append(remote: string, content: string): Promise<void> {

@@ -53,7 +53,7 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
   const workDir = makeRunDir(config.workDir);
   let session: SftpSession | undefined;
   try {
-    session = await SftpSession.connect(resolveSftp(tenant), tenant.id);
+    session = await SftpSession.connect(resolveSftp(tenant), tenant.id, { log });
     ctx = { deps, tenant, opts, session, runId, workDir, log, result, claimed: new Map() };
     await body(ctx);
     result.status = result.status === 'interrupted' ? 'interrupted' : overallStatus(result);
