@@ -4,7 +4,9 @@
 // interrupted, its work folder removed, the upload finished exactly once and filed with its
 // errors.csv, no empty .processing folder.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { epochsIn, listRemote, readCsv, resultJson } from './harness/checks.js';
 import { waitFor } from './harness/daemon.js';
@@ -109,8 +111,9 @@ describe(`large files on ${kind} sftp`, () => {
     const child = world.spawnCli(['run', '--now', '--tenant', 'big']);
     const exited = new Promise((r) => child.on('close', r));
     await waitFor('the claim', claimed, 30_000, 5);
-    // Downloaded to this process's own work folder: it is reading and applying now.
-    const mine = new RegExp(`^${child.pid}-[0-9a-f]{8}$`);
+    // Downloaded to this process's own work folder (named by its random identity): it is reading and applying now.
+    const owner = await waitFor('the run record', () => world.query<{ owner: string }>("SELECT owner FROM runs WHERE status = 'running'")[0]?.owner, 30_000, 5);
+    const mine = new RegExp(`^w-${owner.split(':').pop()}-[0-9a-f]{8}$`);
     await waitFor('the download', () => workFolders().some((d) => mine.test(d) && fs.readdirSync(path.join(workDir(), d)).length > 0), 30_000, 5);
     child.kill('SIGKILL');
     await exited;
@@ -135,6 +138,34 @@ describe(`large files on ${kind} sftp`, () => {
     expect(readCsv(world, `/big/upload/bak/${EPOCH}/errors.csv`).slice(1).map((e) => e[0])).toEqual(['u7', 'u70000', 'u249999']);
     expect(listRemote(world, '/big/upload')).toEqual(['bak']); // no .processing left, empty or not
   }, 180_000);
+
+  it('removes a killed run\'s work folder whatever its pid: by the identity holding no live lease, keeping a live run\'s', async () => {
+    world.addTenant('lincoln', { notify: { when: 'never' } });
+    const first = await world.cli(['run', '--now', '--tenant', 'lincoln']); // makes the database
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    const host = os.hostname();
+    // A killed run whose pid is now someone else's (here: this test's, alive), its lease expired;
+    // a live run of another process holding a lease (pid 1); and a folder named by pid the way
+    // older versions did, whose pid (this test's again) runs but holds no lease.
+    const db = new Database(world.dbPath);
+    try {
+      const lock = db.prepare('INSERT INTO tenant_locks (tenant, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)');
+      lock.run('elsewhere-1', `${host}:${process.pid}:deadbeef`, new Date(Date.now() - 120_000).toISOString(), new Date(Date.now() - 60_000).toISOString());
+      lock.run('elsewhere-2', `${host}:1:cafebabe`, new Date().toISOString(), new Date(Date.now() + 600_000).toISOString());
+    } finally {
+      db.close();
+    }
+    const roster = 'STUDENT_ID,FIRST_NAME,PASSWORD\n1001,Ada,3/5/2010\n';
+    for (const d of ['w-deadbeef-00000001', 'w-cafebabe-00000002', `${process.pid}-0badf00d`]) {
+      fs.mkdirSync(path.join(workDir(), d), { recursive: true, mode: 0o700 });
+      fs.writeFileSync(path.join(workDir(), d, '20240101-020000-0.csv'), roster);
+    }
+
+    const r = await world.cli(['run', '--now', '--tenant', 'lincoln']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(workFolders()).toEqual(['w-cafebabe-00000002']);
+    expect(r.stderr).toContain('removed 2 work folder(s) left by processes that stopped');
+  });
 
   it('recovering an upload that was applied but not yet filed when the run was killed still writes its errors.csv into bak', async () => {
     const n = 200_000;

@@ -107,7 +107,7 @@ describe.each(availableSftpServerKinds())('ready means ready now on %s sftp', (k
     put('/acme/uploads/user-import.csv', `${AGYLIA}\n${rows.join('\n')}\n`, TEN_MINUTES);
     const workDir = path.join(world.dir, 'data', 'work');
     const run = world.cli(['run', '--now', '--tenant', 'acme']);
-    // The worker downloads into <workDir>/<pid>-<random>/keep-0.csv: change the file once that starts.
+    // The worker downloads into <workDir>/w-<identity>-<run>/keep-0.csv: change the file once that starts.
     let changed = false;
     const watch = (async () => {
       const deadline = Date.now() + 30_000;

@@ -159,6 +159,8 @@ export interface LeaseStore {
   claims(tenant?: string): Promise<{ tenant: string; epoch: string; owner: string; claimedAt: string; expiresAt: string }[]>;
   /** Tenants whose lease `owner` holds (status: what a daemon has in hand). */
   tenantsHeldBy(owner: string): Promise<string[]>;
+  /** Owners of unexpired tenant leases (by the store's clock): the processes running a tenant now. */
+  liveOwners(): Promise<string[]>;
 }
 
 export interface UploadStore {

@@ -119,6 +119,10 @@ export class PgLeases implements LeaseStore {
   async tenantsHeldBy(owner: string): Promise<string[]> {
     return (await this.c.query<{ tenant: string }>('SELECT tenant FROM tenant_locks WHERE owner = $1 AND expires_at > now() ORDER BY tenant', [owner])).map((r) => r.tenant);
   }
+
+  async liveOwners(): Promise<string[]> {
+    return (await this.c.query<{ owner: string }>("SELECT DISTINCT owner FROM tenant_locks WHERE expires_at > now() AND owner <> ''")).map((r) => r.owner);
+  }
 }
 
 export class PgUploads implements UploadStore {

@@ -159,6 +159,10 @@ export class SqliteLeases implements LeaseStore {
   tenantsHeldBy(owner: string): Promise<string[]> {
     return this.c.read(() => this.c.stmt('SELECT tenant FROM tenant_locks WHERE owner = ? ORDER BY tenant').pluck().all(owner) as string[]);
   }
+
+  liveOwners(): Promise<string[]> {
+    return this.c.read(() => this.c.stmt('SELECT DISTINCT owner FROM tenant_locks WHERE expires_at > ?').pluck().all(nowIso()) as string[]);
+  }
 }
 
 export class SqliteUploads implements UploadStore {
