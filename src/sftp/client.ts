@@ -4,6 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import ssh2 from 'ssh2';
 import SftpClient from 'ssh2-sftp-client';
 import type { SftpSettings } from '../config.js';
 import { HostKeyMismatchError, RemoteError, errorMessage } from '../errors.js';
@@ -58,15 +59,15 @@ export class SftpSession {
   ) {}
 
   /**
-   * Connects and logs in. The presented host key must match `settings.hostKey`; pass
-   * `acceptAnyHostKey` only to look the key up (`doctor`), never to work.
+   * Connects and logs in. The presented host key must match `settings.hostKey` (to only look
+   * the key up, without logging in, use readHostKey).
    */
   static async connect(
     settings: SftpSettings,
     label: string,
-    opts: { acceptAnyHostKey?: boolean; log?: SessionLog } = {},
+    opts: { log?: SessionLog } = {},
   ): Promise<SftpSession & { hostKeySeen: string }> {
-    if (!settings.hostKey && !opts.acceptAnyHostKey) {
+    if (!settings.hostKey) {
       throw new RemoteError(
         `${label} has no pinned host key (sftp.hostKey), so nothing is sent to its server. Run \`provisioner doctor --tenant ${label}\`, ` +
           `confirm the fingerprint it prints with the host's operator, and set tenants.${label}.sftp.hostKey to it.`,
@@ -91,7 +92,7 @@ export class SftpSession {
           keepaliveCountMax: 3,
           hostVerifier: (key: Buffer) => {
             seen = fingerprintOf(key);
-            return opts.acceptAnyHostKey === true || seen === settings.hostKey;
+            return seen === settings.hostKey;
           },
         }),
         timeoutMs,
@@ -100,7 +101,7 @@ export class SftpSession {
       );
     } catch (err) {
       destroy(client);
-      if (seen && seen !== settings.hostKey && !opts.acceptAnyHostKey) {
+      if (seen && seen !== settings.hostKey) {
         throw new HostKeyMismatchError(label, settings.hostKey ?? '(none)', seen);
       }
       throw new RemoteError(`cannot connect to ${settings.username}@${settings.host}:${settings.port}: ${cleanMessage(err)}`, {
@@ -110,6 +111,39 @@ export class SftpSession {
     const session = new SftpSession(client, settings, label, opts.log) as SftpSession & { hostKeySeen: string };
     session.hostKeySeen = seen;
     return session;
+  }
+
+  /**
+   * Only reads the server's host key, to show the fingerprint to pin (`doctor` on a tenant
+   * without `hostKey`). The handshake is refused at the key, before authentication starts, and
+   * no password or key is even handed to the SSH client: nothing secret can reach the server.
+   */
+  static readHostKey(settings: Pick<SftpSettings, 'host' | 'port' | 'username' | 'timeoutSeconds'>): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const client = new ssh2.Client();
+      let seen = '';
+      let settled = false;
+      const finish = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        client.destroy();
+        if (seen) resolve(seen);
+        else reject(new RemoteError(`cannot connect to ${settings.host}:${settings.port}: ${err ? cleanMessage(err) : 'the connection closed before the server showed its key'}`, { cause: err }));
+      };
+      client.on('error', finish);
+      client.on('close', () => finish());
+      client.on('ready', () => finish(new Error('the server let us in without authentication'))); // cannot happen: the key is refused first
+      client.connect({
+        host: settings.host,
+        port: settings.port,
+        username: settings.username,
+        readyTimeout: settings.timeoutSeconds * 1000,
+        hostVerifier: (key: Buffer) => {
+          seen = fingerprintOf(key);
+          return false;
+        },
+      });
+    });
   }
 
   /**
