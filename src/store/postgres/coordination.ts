@@ -274,7 +274,12 @@ export class PgSchedule implements ScheduleStore {
   constructor(private readonly c: PgConnection) {}
 
   async claimTick(tenant: string, dueAt: string, owner: string): Promise<boolean> {
-    const r = await this.c.query('INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING RETURNING 1', [tenant, dueAt, owner]);
+    // Ours already when a claim whose answer was lost is asked again.
+    const r = await this.c.query(
+      `INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (tenant, due_at) DO UPDATE SET owner = schedule_ticks.owner WHERE schedule_ticks.owner = $3 RETURNING 1`,
+      [tenant, dueAt, owner],
+    );
     return r.length === 1;
   }
 

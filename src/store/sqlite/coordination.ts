@@ -356,8 +356,11 @@ export class SqliteSchedule implements ScheduleStore {
   constructor(private readonly c: SqliteConnection) {}
 
   claimTick(tenant: string, dueAt: string, owner: string): Promise<boolean> {
+    // Ours already when a claim whose answer was lost is asked again.
     return this.c.write(
-      () => this.c.stmt('INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(tenant, dueAt, owner, nowIso()).changes === 1,
+      () =>
+        this.c.stmt('INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(tenant, dueAt, owner, nowIso()).changes === 1 ||
+        this.c.stmt('SELECT owner FROM schedule_ticks WHERE tenant = ? AND due_at = ?').pluck().get(tenant, dueAt) === owner,
     );
   }
 
