@@ -1,9 +1,10 @@
-// Large files, end to end through the real CLI: one tenant's long apply stalls no other command
-// (a second tenant's run, status, users in other processes; the write lock is held for the apply
-// only, not the download and parse), and a run killed with SIGKILL in
-// the middle leaves nothing behind that the next run does not clean up: its run is marked
-// interrupted, its work folder removed, the upload finished exactly once and filed with its
-// errors.csv, no empty .processing folder.
+// Large files and crash leftovers, end to end through the real CLI: one tenant's long apply stalls
+// no other command (a second tenant's run, status, users in other processes; the write lock is
+// held for the apply only, not the download and parse), a `run --now` that meets another
+// process's write waits for it and says so, and a run killed with SIGKILL in the middle leaves
+// nothing behind that the next run does not clean up: its run is marked interrupted, its work
+// folder removed (by its identity, whatever became of its pid), the upload finished exactly once
+// and filed with its errors.csv, no empty .processing or .promoting-* folder.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -216,6 +217,46 @@ describe(`large files on ${kind} sftp`, () => {
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(workFolders()).toEqual(['w-cafebabe-00000002']);
     expect(r.stderr).toContain('removed 2 work folder(s) left by processes that stopped');
+  });
+
+  it('removes the empty .promoting-* folders a killed promotion left, and finishes and applies one that holds its file in the same run', async () => {
+    world.addTenant('lincoln', { loose: 'auto', notify: { when: 'never' } });
+    // Killed while making an epoch of users_auto.csv: before the file moved, after COMPLETE alone, after the file moved.
+    fs.mkdirSync(world.remote('/lincoln/upload/.promoting-20240101-020000'), { recursive: true });
+    world.putFile('/lincoln/upload/.promoting-20240101-030000/COMPLETE', '');
+    world.putFile('/lincoln/upload/.promoting-20240101-040000/users.csv', csv(HEADER, row(1)));
+    const r = await world.cli(['run', '--now', '--tenant', 'lincoln']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stderr).toContain('removed the empty folder .promoting-20240101-020000 an earlier run left');
+    expect(r.stderr).toContain('removed the empty folder .promoting-20240101-030000 an earlier run left');
+    expect(r.stderr).toContain('finished the promotion of epoch 20240101-040000 that an earlier run left halfway');
+    expect(listRemote(world, '/lincoln/upload')).toEqual(['bak']);
+    expect(epochsIn(world, '/lincoln/upload/bak')).toEqual(['20240101-040000']);
+    expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'lincoln'")).toBe(1);
+  });
+
+  it('run --now waits while another process holds the write lock, says so, then succeeds', async () => {
+    world.addTenant('lincoln', { notify: { when: 'never' } });
+    const first = await world.cli(['run', '--now', '--tenant', 'lincoln']); // makes the database
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    world.putEpoch('lincoln', EPOCH, { 'users.csv': csv(HEADER, row(1), row(2)) });
+    // Another process in the middle of a write transaction, for a few seconds.
+    const other = new Database(world.dbPath, { timeout: 0 });
+    other.exec('BEGIN IMMEDIATE');
+    const t0 = Date.now();
+    const run = world.cli(['run', '--now', '--tenant', 'lincoln']);
+    await new Promise((r) => setTimeout(r, 4000));
+    other.exec('COMMIT');
+    other.close();
+    const r = await run;
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4000);
+    const waits = r.stderr.split('\n').filter((l) => l.includes('waiting for the database: another process is writing to'));
+    expect(waits.length, r.stderr).toBeGreaterThanOrEqual(1);
+    expect(JSON.parse(waits[0]).level).toBe(40); // warn
+    expect(r.stdout + r.stderr).not.toMatch(/database is locked|SQLITE_BUSY/i);
+    expect(r.stdout).toMatch(new RegExp(`${EPOCH}\\s*│\\s*users\\.csv\\s*│\\s*applied`));
+    expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'lincoln'")).toBe(2);
   });
 
   it('recovering an upload that was applied but not yet filed when the run was killed still writes its errors.csv into bak', async () => {

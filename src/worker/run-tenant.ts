@@ -107,7 +107,7 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
   const work: { epoch: string; dir: string }[] = [];
   if (!opts.dryRun) {
     if (scan.ours.includes(PROCESSING_DIR)) work.push(...(await abandonedClaims(ctx)));
-    if (scan.ours.some((n) => n.startsWith('.promoting-'))) await finishInterruptedPromotions(session, upload, scan.ours, ctx.log);
+    if (scan.ours.some((n) => n.startsWith('.promoting-'))) scan.ready.push(...(await finishInterruptedPromotions(session, upload, scan.ours, ctx.log)));
     if (scan.ours.includes(HELD_DIR)) await session.rmdir(posix.join(upload, HELD_DIR)).catch(() => {}); // only when empty
   }
   if ((tenant.loose === 'auto' || tenant.loose === 'all') && !opts.dryRun) {
@@ -116,9 +116,9 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
       const { ready, settling } = await checkSettled({ session, store: deps.store, tenant, recheckSeconds: deps.config.settleRecheckSeconds }, upload, candidates);
       result.settling.push(...settling);
       for (const f of ready) scan.ready.push(await promote(session, deps.store, tenant, f, ctx.log));
-      scan.ready.sort();
     }
   }
+  scan.ready.sort(); // oldest first, promoted and finished promotions included
   await noteStale(ctx, scan.incomplete);
   await noteRefused(ctx, scan);
   for (const epoch of scan.ready) work.push({ epoch, dir: posix.join(upload, epoch) });

@@ -102,8 +102,9 @@ export async function freeEpochName(session: SftpSession, store: Store, tenant: 
   }
 }
 
-/** Promotions an earlier run left halfway are finished; empty leftovers removed. */
-export async function finishInterruptedPromotions(session: SftpSession, upload: string, names: string[], log: Logger): Promise<void> {
+/** Promotions an earlier run left halfway are finished (returns their epochs, ready now); empty leftovers removed. */
+export async function finishInterruptedPromotions(session: SftpSession, upload: string, names: string[], log: Logger): Promise<string[]> {
+  const finished: string[] = [];
   for (const name of names) {
     if (!name.startsWith(PROMOTING_PREFIX)) continue;
     const epoch = name.slice(PROMOTING_PREFIX.length);
@@ -120,7 +121,9 @@ export async function finishInterruptedPromotions(session: SftpSession, upload: 
     if (!inside.some((f) => f.name === COMPLETE)) await session.write(path.join(dir, COMPLETE), '');
     await session.rename(dir, path.join(upload, epoch));
     log.warn({ epoch }, `finished the promotion of epoch ${epoch} that an earlier run left halfway`);
+    finished.push(epoch);
   }
+  return finished;
 }
 
 /** Which kind a file name maps to (exact name first, then globs), or undefined. */
