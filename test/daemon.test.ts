@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { freePort, logEntries, spawnDaemon, startBlackHole, waitFor, type DaemonProcess } from './harness/daemon.js';
+import { age } from './harness/checks.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
 import { availableStores } from './harness/stores.js';
@@ -214,9 +215,10 @@ describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
     }
   }, 60_000);
 
-  it("runs each tenant on its own thread: another tenant's large apply delays it but does not fail it", async () => {
+  it("runs another tenant beside a large apply in the same process: delayed by the apply's short write, not failed", async () => {
     world.addTenant('big', { schedule: NEVER_SOON, notify: { when: 'never' } });
-    // A short timeout: on a shared event loop, the big apply would outlast this tenant's handshake.
+    // The apply runs on the daemon's main thread (one short synchronous write per file; parsing is
+    // on a thread of its own): a 3 s SFTP timeout shows it never blocks the event loop that long.
     world.addTenant('small', { schedule: NEVER_SOON, notify: { when: 'never' } });
     (world.tenantConfig('small') as { sftp: Record<string, unknown> }).sftp.timeoutSeconds = 3;
     world.writeConfig();
@@ -236,6 +238,52 @@ describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
     ]);
     expect(await d.stop()).toBe(0);
   }, 120_000);
+
+  it('runs a scheduled tick that found its tenant in a `run --now` as soon as that finishes, and says so at warn', async () => {
+    // The `run --now` holds the tenant while it looks again at a loose file (settleRecheckSeconds):
+    // a known window for a tick to meet it.
+    world.set('settleRecheckSeconds', 12);
+    world.addTenant('lincoln', { schedule: NEVER_SOON, loose: 'auto', settleSeconds: 1, notify: { when: 'never' } });
+    world.putFile('/lincoln/upload/users_auto.csv', csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,teacher,100,1'));
+    age(world, '/lincoln/upload/users_auto.csv', 1);
+    const now = world.spawnCli(['run', '--now', '--tenant', 'lincoln']);
+    let nowOut = '';
+    now.stdout.on('data', (c) => (nowOut += c));
+    now.stderr.on('data', (c) => (nowOut += c));
+    const nowDone = new Promise<number>((resolve) => now.on('close', (c) => resolve(c ?? -1)));
+    const seen = () => {
+      try {
+        return count(world, "SELECT count(*) AS n FROM file_observations WHERE tenant = 'lincoln'") === 1;
+      } catch {
+        return false; // the database is still being made
+      }
+    };
+    await waitFor('run --now to be looking at the loose file', seen, 15_000, 20);
+    // After its look at the folder: this upload is the daemon's.
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, 'u2,Alan,Turing,alan@lincoln.example,teacher,100,1') });
+    // One tick, a few seconds from now, inside the window; the next one would be a minute later.
+    const second = new Date(Date.now() + 5000).getUTCSeconds();
+    (world.tenantConfig('lincoln') as { schedule: string }).schedule = `${second} * * * * *`;
+    world.writeConfig();
+    const d = start();
+    await started(d);
+    await waitFor('the tick to find the tenant busy', () => /scheduled run of lincoln is waiting/.test(d.output()), 15_000);
+    const waiting = logEntries(d.output()).find((l) => l.msg.includes('scheduled run of lincoln is waiting'))!;
+    expect(waiting.level).toBe(40); // warn
+    expect(waiting.msg).toContain('it runs as soon as that finishes');
+
+    expect(await nowDone, nowOut).toBe(0);
+    const freed = Date.now();
+    await waitFor('the waiting tick to take the new upload', () => world.exists('/lincoln/upload/bak/20240101-020000/result.json'), 10_000);
+    process.stderr.write(`[busy tick on ${kind}, ${store}] ran ${Date.now() - freed} ms after run --now finished\n`);
+    expect(world.query('SELECT reason, status FROM runs ORDER BY id')).toEqual([
+      { reason: 'now', status: 'ok' },
+      { reason: 'schedule', status: 'ok' },
+    ]);
+    expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'lincoln'")).toBe(2);
+    await waitFor('the end of the wait to be logged', () => /scheduled run of lincoln ran after waiting/.test(d.output()), 5000);
+    expect(await d.stop()).toBe(0);
+  }, 90_000);
 
   it('keeps the report queued through an SMTP outage and delivers it exactly once when the server is back', async () => {
     const port = await freePort();

@@ -81,6 +81,48 @@ describe.runIf(openssh)('an epoch the SFTP account cannot read (OpenSSH, unprivi
     expect(world.query<{ n: number }>("SELECT count(*) AS n FROM imports WHERE epoch = '20240101-020000'")[0].n).toBe(1);
   });
 
+  it('an unreadable file of an epoch of three does not hide the others: each is processed, and each outcome is in result.json and the mail', async () => {
+    world.addTenant('lincoln', {
+      files: { 'admins.csv': 'samegoal-users', 'staff.csv': 'samegoal-users', 'users.csv': 'samegoal-users' },
+      notify: { to: ['it@lincoln.example'], when: 'failures' },
+    });
+    const dir = world.putEpoch('lincoln', '20240101-020000', {
+      'admins.csv': csv(HEADER, user('a1')),
+      'staff.csv': csv(HEADER, user('s1'), user('s2')),
+      'users.csv': csv(HEADER, user('u1'), 'u2,First u2,Last u2,not-an-email,staff,1,1'),
+    });
+    fs.chmodSync(`${dir}/admins.csv`, 0o000); // the first file in order: the others come after it
+
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*admins\.csv\s*│\s*failed/);
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*staff\.csv\s*│\s*applied\s*│\s*2\s*│\s*2/);
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*users\.csv\s*│\s*applied with errors\s*│\s*2\s*│\s*1/);
+    expect(r.stdout).toContain('admins.csv cannot be read by the import account (permission denied on the SFTP server)');
+    expect((await world.usersJson('lincoln')).map((u) => u.externalId)).toEqual(['s1', 's2', 'u1']);
+
+    const where = '/lincoln/upload/failed/20240101-020000';
+    const result = resultJson(world, where);
+    expect(result.status).toBe('failed');
+    expect(result.files.map((f) => [f.file, f.status, f.rows, f.created, f.failed, f.errorsCsv])).toEqual([
+      ['admins.csv', 'failed', 0, 0, 0, null],
+      ['staff.csv', 'applied', 2, 2, 0, null],
+      ['users.csv', 'applied with errors', 2, 1, 1, 'users.errors.csv'],
+    ]);
+    expect(String(result.files[0].message)).toContain('permission denied');
+    expect(listRemote(world, where)).toContain('users.errors.csv');
+
+    const sent = mails(world, 'lincoln');
+    expect(sent).toHaveLength(1);
+    expect(sent[0].to).toEqual(['it@lincoln.example', ...OPERATORS]);
+    expect(sent[0].subject).toContain('admins.csv failed, staff.csv applied, users.csv applied with 1 error');
+    expect(sent[0].text).toContain('3 files were processed: 1 failed, 1 applied, 1 applied with errors.');
+    expect(sent[0].text).toMatch(/admins\.csv \(samegoal-users\): failed\nProcessing failed: admins\.csv cannot be read/);
+    expect(sent[0].text).toMatch(/staff\.csv \(samegoal-users\): applied\nAll 2 rows were applied\./);
+    expect(sent[0].text).toMatch(/users\.csv \(samegoal-users\): applied with errors\n1 of 2 rows could not be applied/);
+    expect(sent[0].attachments.map((a) => a.filename)).toEqual(['users.errors.csv']);
+  });
+
   it('an upload that never completed is still reported, once, when an epoch in the same run fails', async () => {
     world.addTenant('lincoln', { staleAfterHours: 1, notify: { to: ['it@lincoln.example'], when: 'failures' } });
     world.putEpoch('lincoln', '20240101-010000', { 'users.csv': csv(HEADER, user('u0')) }, false);
@@ -157,17 +199,20 @@ describe.each(availableSftpServerKinds())('broken epochs on %s sftp', (kind) => 
     expect(sent.flatMap((m) => m.attachments.map((a) => a.filename)).sort()).toEqual(['errors.csv', shortened, 'short.errors.csv'].sort());
   });
 
-  it('with bak a plain file: applies the epoch, sets it aside in failed/, says where it really is, and takes the next epoch', async () => {
-    world.addTenant('lincoln', { notify: { to: ['it@lincoln.example'], when: 'always' } });
+  it('with bak a plain file: applies the epoch, sets it aside in failed/, tells the district and the operators once where it really is, exit 3, status says so', async () => {
+    // The usual setting: the district hears about problems only. Not being able to file an upload is one.
+    world.addTenant('lincoln', { notify: { to: ['it@lincoln.example'], when: 'failures' } });
     world.putFile('/lincoln/upload/bak', 'not a folder\n');
     world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, user('u1')) });
     world.putEpoch('lincoln', '20240102-020000', { 'users.csv': csv(HEADER, user('u1'), user('u2')) });
 
     const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
     expect(r.stdout).toMatch(/20240101-020000\s*│\s*users\.csv\s*│\s*applied/);
     expect(r.stdout).toMatch(/20240102-020000\s*│\s*users\.csv\s*│\s*applied/);
     expect(r.stdout).toContain('lincoln 20240101-020000: now at /lincoln/upload/failed/20240101-020000');
     expect(r.stdout).toContain('lincoln 20240102-020000: now at /lincoln/upload/failed/20240102-020000');
+    expect(r.stdout).toContain('lincoln: upload 20240101-020000 could not be moved to /lincoln/upload/bak (/lincoln/upload/bak is a file, not a folder); it is in /lincoln/upload/failed/20240101-020000');
     expect(r.stdout).not.toContain('now at /lincoln/upload/bak/');
     expect((await world.usersJson('lincoln')).map((u) => u.externalId)).toEqual(['u1', 'u2']);
 
@@ -176,16 +221,44 @@ describe.each(availableSftpServerKinds())('broken epochs on %s sftp', (kind) => 
     expect(listRemote(world, '/lincoln/upload/failed/20240101-020000')).toEqual(['COMPLETE', 'result.json', 'users.csv']);
     expect(resultJson(world, '/lincoln/upload/failed/20240101-020000').status).toBe('applied');
 
+    // One mail per upload, each to the district and the operators, saying where it really is.
     const sent = mails(world, 'lincoln');
     expect(sent).toHaveLength(2);
     for (const [i, epoch] of ['20240101-020000', '20240102-020000'].entries()) {
+      expect(sent[i].to).toEqual(['it@lincoln.example', ...OPERATORS]);
       expect(sent[i].subject).toContain(epoch);
+      expect(sent[i].subject).toContain('not filed in bak');
       expect(sent[i].text).toContain(`/lincoln/upload/failed/${epoch}`);
       expect(sent[i].text).toContain('/lincoln/upload/bak is a file, not a folder');
       expect(sent[i].text).not.toContain(`/lincoln/upload/bak/${epoch}`);
+      expect(sent[i].text).not.toContain('Nothing to fix.');
     }
+
+    // status says so, in the last run and for as long as the uploads are not filed.
+    const text = await world.cli(['status', '--tenant', 'lincoln']);
+    expect(text.stdout).toMatch(/lincoln\s*│.*│\s*failed\s*│/);
+    expect(text.stdout).toContain('last run: upload 20240101-020000 could not be moved to /lincoln/upload/bak');
+    expect(text.stdout).toContain('not filed: upload 20240102-020000 is in /lincoln/upload/failed/20240102-020000');
+    expect(text.stdout).toContain('not filed: upload 20240101-020000 is in /lincoln/upload/failed/20240101-020000');
+
+    // Told once: the next run has nothing to do and mails nobody; status still shows where the uploads are.
     const again = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.stdout).toContain('nothing to do');
     expect(mails(world, 'lincoln')).toHaveLength(2);
+    const [s] = JSON.parse((await world.cli(['status', '--tenant', 'lincoln', '--json'])).stdout);
+    expect(s.notFiled.map((m: { epoch: string; location: string }) => [m.epoch, m.location])).toEqual([
+      ['20240102-020000', '/lincoln/upload/failed/20240102-020000'],
+      ['20240101-020000', '/lincoln/upload/failed/20240101-020000'],
+    ]);
+
+    // Once bak is a folder again, the next upload is filed there and the notice goes away.
+    fs.rmSync(world.remote('/lincoln/upload/bak'));
+    world.putEpoch('lincoln', '20240103-020000', { 'users.csv': csv(HEADER, user('u1'), user('u2'), user('u3')) });
+    const fixed = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(fixed.code, fixed.stdout + fixed.stderr).toBe(0);
+    expect(epochsIn(world, '/lincoln/upload/bak')).toEqual(['20240103-020000']);
+    expect(mails(world, 'lincoln')).toHaveLength(2);
+    expect((await world.cli(['status', '--tenant', 'lincoln'])).stdout).not.toContain('not filed');
   });
 });

@@ -1,10 +1,14 @@
-// Large files, end to end through the real CLI: one tenant's long apply stalls no other command
-// (a second tenant's run, status, users in other processes), and a run killed with SIGKILL in
-// the middle leaves nothing behind that the next run does not clean up: its run is marked
-// interrupted, its work folder removed, the upload finished exactly once and filed with its
-// errors.csv, no empty .processing folder.
+// Large files and crash leftovers, end to end through the real CLI: one tenant's long apply stalls
+// no other command (a second tenant's run, status, users in other processes; the write lock is
+// held for the apply only, not the download and parse), a `run --now` that meets another
+// process's write waits for it and says so, and a run killed with SIGKILL in the middle leaves
+// nothing behind that the next run does not clean up: its run is marked interrupted, its work
+// folder removed (by its identity, whatever became of its pid), the upload finished exactly once
+// and filed with its errors.csv, no empty .processing or .promoting-* folder.
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { epochsIn, listRemote, readCsv, resultJson } from './harness/checks.js';
 import { waitFor } from './harness/daemon.js';
@@ -27,6 +31,34 @@ const applied = (world: World) => {
   }
 };
 const STACK = /\n\s+at .+:\d+:\d+\)?/;
+
+/**
+ * Another writer on the SQLite file: every 20 ms it takes the write lock for an instant (as every
+ * process's short writes do) without waiting. stop() says the longest time it was kept out.
+ */
+function watchWriteLock(file: string): { stop(): number } {
+  const db = new Database(file, { timeout: 0 });
+  let since: number | null = null;
+  let longest = 0;
+  const timer = setInterval(() => {
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      db.exec('COMMIT');
+      if (since !== null) longest = Math.max(longest, Date.now() - since);
+      since = null;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      since ??= Date.now();
+    }
+  }, 20);
+  return {
+    stop() {
+      clearInterval(timer);
+      db.close();
+      return since === null ? longest : Math.max(longest, Date.now() - since);
+    },
+  };
+}
 
 // These do not depend on the SFTP server (the embedded one is covered by the other files); one
 // kind, OpenSSH where installed, keeps the file's run time down.
@@ -55,6 +87,8 @@ describe(`large files on ${kind} sftp`, () => {
     expect(load.code, load.stdout + load.stderr).toBe(0);
     world.putEpoch('big', EPOCH, { 'users.csv': bigFile(n).replace(/,Last(\d+),/g, ',Surname$1,') });
     const t0 = Date.now();
+    world.set('log', { level: 'debug', format: 'json' }); // the big file's timings
+    const lock = watchWriteLock(world.dbPath);
     const big = world.spawnCli(['run', '--now', '--tenant', 'big']);
     let bigOut = '';
     big.stdout.on('data', (d) => (bigOut += d));
@@ -66,12 +100,16 @@ describe(`large files on ${kind} sftp`, () => {
 
     // Until the big run ends: another tenant's uploads, and support looking, in processes of their own.
     const others: { what: string; r: CliResult; whileBig: boolean }[] = [];
+    /** Each small run: when it started and ended (ms after the big run started). */
+    const small: { start: number; end: number }[] = [];
     let night = 0;
     const smallRuns = (async () => {
       while (running) {
         const epoch = `20240101-${String(++night).padStart(6, '0')}`;
         world.putEpoch('small', epoch, { 'users.csv': csv(HEADER, `s${night},Small,User${night},s${night}@small.example,staff,1,1`) });
+        const start = Date.now() - t0;
         const r = await world.cli(['run', '--now', '--tenant', 'small']);
+        small.push({ start, end: Date.now() - t0 });
         others.push({ what: `run --now small ${epoch}`, r, whileBig: running });
       }
     })();
@@ -84,10 +122,26 @@ describe(`large files on ${kind} sftp`, () => {
       }
     })();
     const code = await bigDone;
+    const bigMs = Date.now() - t0;
     await Promise.all([smallRuns, looking]);
-    process.stderr.write(`[contention on ${kind}] big run of ${n} rows took ${Date.now() - t0} ms; ${others.filter((o) => o.whileBig).length} other commands ran meanwhile\n`);
+    const lockedMs = lock.stop();
+    // Where the big file's time went (its debug line): only the apply may keep other writers out.
+    const timings = bigOut.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => typeof l.applyMs === 'number')!;
+    const { downloadMs, parseMs, applyMs } = timings as { downloadMs: number; parseMs: number; applyMs: number };
+    const durations = small.map((x) => x.end - x.start);
+    process.stderr.write(
+      `[contention on ${kind}] big run of ${n} rows took ${bigMs} ms (download ${downloadMs}, parse ${parseMs}, apply ${applyMs}); ` +
+        `another writer was kept out at most ${lockedMs} ms at a time; ${others.filter((o) => o.whileBig).length} other commands ran meanwhile; ` +
+        `small runs (start-end ms): ${small.map((x) => `${x.start}-${x.end}`).join(' ')}\n`,
+    );
 
     expect(code, bigOut).toBe(0);
+    // The write lock is held for the file's apply only, never across its download and parse: no
+    // other writer waited much longer than the apply, and no other tenant's run took longer than
+    // the apply plus its own work (its quickest run, twice, and 2 s for a loaded machine).
+    expect(lockedMs).toBeLessThan(applyMs + 1000);
+    expect(downloadMs + parseMs).toBeGreaterThan(1000); // else the bound above could not tell
+    expect(Math.max(...durations)).toBeLessThan(applyMs + 2 * Math.min(...durations) + 2000);
     expect(others.filter((o) => o.whileBig).length).toBeGreaterThanOrEqual(4);
     for (const o of others) {
       expect(o.r.code, `${o.what}: ${o.r.stdout}${o.r.stderr}`).toBe(0);
@@ -109,8 +163,9 @@ describe(`large files on ${kind} sftp`, () => {
     const child = world.spawnCli(['run', '--now', '--tenant', 'big']);
     const exited = new Promise((r) => child.on('close', r));
     await waitFor('the claim', claimed, 30_000, 5);
-    // Downloaded to this process's own work folder: it is reading and applying now.
-    const mine = new RegExp(`^${child.pid}-[0-9a-f]{8}$`);
+    // Downloaded to this process's own work folder (named by its random identity): it is reading and applying now.
+    const owner = await waitFor('the run record', () => world.query<{ owner: string }>("SELECT owner FROM runs WHERE status = 'running'")[0]?.owner, 30_000, 5);
+    const mine = new RegExp(`^w-${owner.split(':').pop()}-[0-9a-f]{8}$`);
     await waitFor('the download', () => workFolders().some((d) => mine.test(d) && fs.readdirSync(path.join(workDir(), d)).length > 0), 30_000, 5);
     child.kill('SIGKILL');
     await exited;
@@ -135,6 +190,74 @@ describe(`large files on ${kind} sftp`, () => {
     expect(readCsv(world, `/big/upload/bak/${EPOCH}/errors.csv`).slice(1).map((e) => e[0])).toEqual(['u7', 'u70000', 'u249999']);
     expect(listRemote(world, '/big/upload')).toEqual(['bak']); // no .processing left, empty or not
   }, 180_000);
+
+  it('removes a killed run\'s work folder whatever its pid: by the identity holding no live lease, keeping a live run\'s', async () => {
+    world.addTenant('lincoln', { notify: { when: 'never' } });
+    const first = await world.cli(['run', '--now', '--tenant', 'lincoln']); // makes the database
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    const host = os.hostname();
+    // A killed run whose pid is now someone else's (here: this test's, alive), its lease expired;
+    // a live run of another process holding a lease (pid 1); and a folder named by pid the way
+    // older versions did, whose pid (this test's again) runs but holds no lease.
+    const db = new Database(world.dbPath);
+    try {
+      const lock = db.prepare('INSERT INTO tenant_locks (tenant, owner, acquired_at, expires_at) VALUES (?, ?, ?, ?)');
+      lock.run('elsewhere-1', `${host}:${process.pid}:deadbeef`, new Date(Date.now() - 120_000).toISOString(), new Date(Date.now() - 60_000).toISOString());
+      lock.run('elsewhere-2', `${host}:1:cafebabe`, new Date().toISOString(), new Date(Date.now() + 600_000).toISOString());
+    } finally {
+      db.close();
+    }
+    const roster = 'STUDENT_ID,FIRST_NAME,PASSWORD\n1001,Ada,3/5/2010\n';
+    for (const d of ['w-deadbeef-00000001', 'w-cafebabe-00000002', `${process.pid}-0badf00d`]) {
+      fs.mkdirSync(path.join(workDir(), d), { recursive: true, mode: 0o700 });
+      fs.writeFileSync(path.join(workDir(), d, '20240101-020000-0.csv'), roster);
+    }
+
+    const r = await world.cli(['run', '--now', '--tenant', 'lincoln']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(workFolders()).toEqual(['w-cafebabe-00000002']);
+    expect(r.stderr).toContain('removed 2 work folder(s) left by processes that stopped');
+  });
+
+  it('removes the empty .promoting-* folders a killed promotion left, and finishes and applies one that holds its file in the same run', async () => {
+    world.addTenant('lincoln', { loose: 'auto', notify: { when: 'never' } });
+    // Killed while making an epoch of users_auto.csv: before the file moved, after COMPLETE alone, after the file moved.
+    fs.mkdirSync(world.remote('/lincoln/upload/.promoting-20240101-020000'), { recursive: true });
+    world.putFile('/lincoln/upload/.promoting-20240101-030000/COMPLETE', '');
+    world.putFile('/lincoln/upload/.promoting-20240101-040000/users.csv', csv(HEADER, row(1)));
+    const r = await world.cli(['run', '--now', '--tenant', 'lincoln']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stderr).toContain('removed the empty folder .promoting-20240101-020000 an earlier run left');
+    expect(r.stderr).toContain('removed the empty folder .promoting-20240101-030000 an earlier run left');
+    expect(r.stderr).toContain('finished the promotion of epoch 20240101-040000 that an earlier run left halfway');
+    expect(listRemote(world, '/lincoln/upload')).toEqual(['bak']);
+    expect(epochsIn(world, '/lincoln/upload/bak')).toEqual(['20240101-040000']);
+    expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'lincoln'")).toBe(1);
+  });
+
+  it('run --now waits while another process holds the write lock, says so, then succeeds', async () => {
+    world.addTenant('lincoln', { notify: { when: 'never' } });
+    const first = await world.cli(['run', '--now', '--tenant', 'lincoln']); // makes the database
+    expect(first.code, first.stdout + first.stderr).toBe(0);
+    world.putEpoch('lincoln', EPOCH, { 'users.csv': csv(HEADER, row(1), row(2)) });
+    // Another process in the middle of a write transaction, for a few seconds.
+    const other = new Database(world.dbPath, { timeout: 0 });
+    other.exec('BEGIN IMMEDIATE');
+    const t0 = Date.now();
+    const run = world.cli(['run', '--now', '--tenant', 'lincoln']);
+    await new Promise((r) => setTimeout(r, 4000));
+    other.exec('COMMIT');
+    other.close();
+    const r = await run;
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4000);
+    const waits = r.stderr.split('\n').filter((l) => l.includes('waiting for the database: another process is writing to'));
+    expect(waits.length, r.stderr).toBeGreaterThanOrEqual(1);
+    expect(JSON.parse(waits[0]).level).toBe(40); // warn
+    expect(r.stdout + r.stderr).not.toMatch(/database is locked|SQLITE_BUSY/i);
+    expect(r.stdout).toMatch(new RegExp(`${EPOCH}\\s*│\\s*users\\.csv\\s*│\\s*applied`));
+    expect(count(world, "SELECT count(*) AS n FROM users WHERE tenant = 'lincoln'")).toBe(2);
+  });
 
   it('recovering an upload that was applied but not yet filed when the run was killed still writes its errors.csv into bak', async () => {
     const n = 200_000;

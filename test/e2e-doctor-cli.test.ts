@@ -7,7 +7,9 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import ssh2 from 'ssh2';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { generateEd25519KeyPair } from '../src/sftp/embedded-server.js';
 import { spawnDaemon, waitFor, type DaemonProcess } from './harness/daemon.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { csv, World } from './harness/world.js';
@@ -177,3 +179,61 @@ describe.each(availableSftpServerKinds())('doctor and the command line on %s sft
 });
 
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
+// Without a pinned key, doctor only reads the server's key to print it: the handshake is refused
+// at the key, so no password or private key can reach a server nobody has verified.
+describe('doctor on a tenant without hostKey sends no credentials', () => {
+  let world: World;
+  beforeEach(async (ctx) => {
+    world = await World.start('embedded', `doctor-nokey-${ctx.task.name}`);
+  });
+  afterEach(async (ctx) => {
+    await world.stop(ctx.task.result?.state === 'fail');
+  });
+
+  const withoutHostKey = (id: string, sftp: Record<string, unknown>) => {
+    world.addTenant(id);
+    const t = world.tenantConfig(id) as { sftp: Record<string, unknown> };
+    t.sftp = { ...t.sftp, ...sftp };
+    delete t.sftp.hostKey;
+    delete t.sftp.privateKey;
+    world.writeConfig();
+  };
+
+  it('prints the fingerprint of a server that records every authentication attempt, and it records none', async () => {
+    // An SSH server that says which authentication methods were tried (none, password, publickey…).
+    const hostKey = generateEd25519KeyPair();
+    const attempts: string[] = [];
+    const server = new ssh2.Server({ hostKeys: [hostKey.private] }, (client) => {
+      client.on('error', () => {});
+      client.on('authentication', (ctx) => {
+        attempts.push(ctx.method);
+        ctx.reject();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      withoutHostKey('lincoln', { port, password: 'a-password-that-must-stay-here' });
+      const d = await world.cli(['doctor', '--tenant', 'lincoln', '--json']);
+      const json = JSON.parse(d.stdout) as { checks: { check: string; tenant: string | null; status: string; detail: string; fingerprint?: string }[] };
+      const mine = json.checks.filter((c) => c.tenant === 'lincoln');
+      const hostCheck = mine.find((c) => c.check === 'host key')!;
+      expect(hostCheck).toMatchObject({ status: 'fail', fingerprint: expect.stringMatching(/^SHA256:[A-Za-z0-9+/]{43}$/) });
+      expect(hostCheck.detail).toContain(`presents ${hostCheck.fingerprint}`);
+      expect(mine.find((c) => c.check === 'sftp login')).toMatchObject({ status: 'skip', detail: expect.stringContaining('credentials are never sent to an unverified server') });
+      expect(attempts).toEqual([]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('prints the fingerprint with a wrong password, and no login failure: no login was tried', async () => {
+    withoutHostKey('lincoln', { password: 'wrong-password' });
+    const d = await world.cli(['doctor', '--tenant', 'lincoln']);
+    expect(d.code, d.stdout + d.stderr).toBe(1);
+    expect(d.stdout).toContain(`set tenants.lincoln.sftp.hostKey: "${world.server.hostKeyFingerprint}"`);
+    expect(d.stdout).toMatch(/- lincoln: sftp login\s+not tried until the host key is pinned/);
+    expect(d.stdout).not.toMatch(/refused the login|authentication/i);
+  });
+});

@@ -188,6 +188,43 @@ describe.each(availableSftpServerKinds())('hostile files on %s sftp', (kind) => 
     expect(log).not.toContain(ESC);
   });
 
+  it('reports names with a backslash or a control character as names we will not take, escaped, once', async () => {
+    world.addTenant('lincoln', { loose: 'auto', notify: { to: ['it@lincoln.example'], when: 'failures' } });
+    // A Windows export tool that put its folder into the name; a line break typed into a name.
+    world.putEpoch('lincoln', '20240101-020000', { 'exports\\users.csv': csv(SAMEGOAL, 'u1,Ada,Lovelace,ada@lincoln.example,staff,1,1') });
+    world.putEpoch('lincoln', '20240102-020000', { 'users\n.csv': csv(SAMEGOAL, 'u2,Alan,Turing,alan@lincoln.example,staff,1,1') });
+    world.putFile('/lincoln/upload/exports\\users_auto.csv', csv(SAMEGOAL, 'u3,Grace,Hopper,grace@lincoln.example,staff,1,1'));
+
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    const backslash = '"exports\\\\users.csv" has a backslash (\\) in its name; such names are not taken. Rename it (for example to users.csv) and upload it again';
+    expect(r.stdout).toContain(`lincoln 20240101-020000 exports\\users.csv: ${backslash}`);
+    expect(r.stdout).toContain('"users\\n.csv" has a control character in its name; such names are not taken.');
+    expect(r.stdout).toContain('lincoln: "exports\\\\users_auto.csv" has a backslash (\\) in its name; such names are not taken.');
+    expect(r.stdout).not.toContain('no CSV files');
+    expect(r.stdout).not.toContain('misnamed');
+    expect(dbUsers(world, 'lincoln')).toEqual([]);
+    expect(resultJson(world, '/lincoln/upload/bak/20240101-020000')).toMatchObject({ status: 'rejected', files: [{ file: 'exports\\users.csv', status: 'rejected', message: `${backslash}.` }] });
+    expect(world.exists('/lincoln/upload/exports\\users_auto.csv')).toBe(true); // left where it is
+
+    const sent = mails(world, 'lincoln');
+    expect(sent).toHaveLength(3);
+    expect(sent.filter((m) => m.text.includes(backslash))).toHaveLength(1);
+    expect(sent.filter((m) => m.text.includes('"users\\n.csv" has a control character in its name'))).toHaveLength(1);
+    expect(sent.filter((m) => m.text.includes('"exports\\\\users_auto.csv" has a backslash'))).toHaveLength(1);
+    for (const m of sent) {
+      expect(m.subject + m.text).not.toContain('users\n.csv'); // the line break shown escaped, in the subject and the body
+      expect(m.subject).not.toMatch(/\(\)/);
+    }
+    expect(sent.find((m) => m.text.includes('exports\\\\users_auto.csv'))!.text).toMatch(/^lincoln district: account provisioning report\nFinished \d{4}-/);
+
+    // Told once: the loose file left in place is not reported again.
+    const again = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(again.stdout).toContain('lincoln: "exports\\\\users_auto.csv" has a backslash (\\) in its name; such names are not taken.');
+    expect(mails(world, 'lincoln')).toHaveLength(3);
+  });
+
   it('reports a symlinked CSV in an epoch, and a symlink in the upload folder, as links', async () => {
     world.addTenant('lincoln', { notify: { to: ['it@lincoln.example'], when: 'failures' } });
     world.putFile('/lincoln/source/users.csv', csv(SAMEGOAL, 'u1,Ada,Lovelace,ada@lincoln.example,staff,1,1'));
@@ -217,5 +254,32 @@ describe.each(availableSftpServerKinds())('hostile files on %s sftp', (kind) => 
     const again = await world.cli(['run', '--tenant', 'lincoln', '--now']);
     expect(again.code).toBeLessThanOrEqual(1);
     expect(mails(world)).toHaveLength(2);
+  });
+});
+
+// Some hosts refuse SETSTAT (chmod): what the worker writes there keeps the server's mode, and
+// nothing fails for it. OpenSSH's internal-sftp refuses it when told to (-P setstat,fsetstat).
+describe.runIf(availableSftpServerKinds().includes('openssh'))('a server that refuses to set permissions (OpenSSH, -P setstat,fsetstat)', () => {
+  let world: World;
+  beforeEach(async (ctx) => {
+    world = await World.start('openssh', `no-setstat-${ctx.task.name}`, { deniedRequests: 'setstat,fsetstat' });
+  });
+  afterEach(async (ctx) => {
+    await world.stop(ctx.task.result?.state === 'fail');
+  });
+
+  it('still writes result.json, errors.csv and the remote log, files the upload in bak, and says so once at warn', async () => {
+    world.addTenant('lincoln', { paths: { upload: '/lincoln/upload', bak: '/lincoln/upload/bak', tmp: '/lincoln/tmp', log: '/lincoln/log/import.log' }, notify: { when: 'never' } });
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(SAMEGOAL, 'u1,Ada,Lovelace,ada@lincoln.example,staff,1,1', 'u2,Alan,Turing,not-an-email,staff,1,1') });
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(1); // the row error, nothing else
+    expect(r.stdout).toMatch(/20240101-020000\s*│\s*users\.csv\s*│\s*applied with errors/);
+    expect(r.stdout).not.toContain('could not be written');
+    expect(listRemote(world, '/lincoln/upload/bak/20240101-020000')).toEqual(['COMPLETE', 'errors.csv', 'result.json', 'users.csv']);
+    expect(resultJson(world, '/lincoln/upload/bak/20240101-020000').files[0]).toMatchObject({ status: 'applied with errors', errorsCsv: 'errors.csv' });
+    expect(world.read('/lincoln/log/import.log')).toContain('file="users.csv" status="applied with errors"');
+    const refusals = r.stderr.split('\n').filter((l) => l.includes('refused to set the permissions'));
+    expect(refusals, r.stderr).toHaveLength(1);
+    expect(JSON.parse(refusals[0]).level).toBe(40); // warn
   });
 });

@@ -1,10 +1,13 @@
 // Every outcome reaches the district exactly once, end to end through the real CLI: a held full
 // sync and what an operator then decides (release, discard, or nothing because a newer upload
 // superseded it), an epoch with COMPLETE and no CSV, a reused epoch name, an upload that never
-// completed, and the operators' hold notice whatever the district asked for.
+// completed, and the operators' hold notice whatever the district asked for; a report the mail
+// server refuses for good is given up after a few tries, and `status` says so.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { age, dbUsers, epochsIn, listRemote, mails, resultJson } from './harness/checks.js';
+import { PERMANENT_TRIES } from '../src/mail/delivery.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
+import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
 import { csv, World } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
@@ -184,4 +187,47 @@ describe.each(availableSftpServerKinds())('every outcome reported once on %s sft
     expect(world.exists('/lincoln/upload/20240101-020000/users.csv')).toBe(true);
     expect(dbUsers(world, 'lincoln')).toEqual([]);
   });
+});
+
+// A mail server that refuses the report for good (5xx): tried a bounded number of times, then
+// given up, and `status` (what operators read) says so. One SFTP server kind: the mail is the point.
+describe('a report the mail server refuses for good', () => {
+  let world: World;
+  let smtp: TestSmtpServer;
+  beforeEach(async (ctx) => {
+    world = await World.start(availableSftpServerKinds()[0], `outcomes-smtp-${ctx.task.name}`);
+    smtp = await startTestSmtpServer();
+    world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: smtp.url, operators: OPERATORS, retrySeconds: 1 });
+    world.addTenant('lincoln', { notify: { to: [IT], when: 'failures' } });
+  });
+  afterEach(async (ctx) => {
+    await smtp.stop();
+    await world.stop(ctx.task.result?.state === 'fail');
+  });
+
+  it('is given up after a bounded number of tries, and `provisioner status` shows it failed with the reason', async () => {
+    smtp.rejectNext(1000, 550);
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv(HEADER, user(1), 'u2,First2,Last2,not-an-email,staff,1,1') });
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(1);
+    // Each run --now delivers what is due; the back-off is 1 s, then 2 s.
+    let status = (await world.cli(['status', '--tenant', 'lincoln'])).stdout;
+    expect(status).toMatch(/mail: 1 queued since .*; last error: .*550/);
+    for (let i = 0; i < 6 && !/mail: 1 failed/.test(status); i++) {
+      await new Promise((res) => setTimeout(res, 2100));
+      await world.cli(['run', '--tenant', 'lincoln', '--now']);
+      status = (await world.cli(['status', '--tenant', 'lincoln'])).stdout;
+    }
+    expect(status).toMatch(/mail: 1 failed \(the mail server refused it: .*550.*\)/);
+    expect(status).not.toMatch(/mail: \d+ queued/);
+    expect(world.query<{ status: string; attempts: number }>('SELECT status, attempts FROM mail_queue')).toEqual([{ status: 'failed', attempts: PERMANENT_TRIES }]);
+    const [json] = JSON.parse((await world.cli(['status', '--tenant', 'lincoln', '--json'])).stdout);
+    expect(json.queuedMail).toMatchObject({ queued: 0, failed: 1, lastError: expect.stringContaining('550') });
+
+    // Given up for good: later runs do not try again.
+    await new Promise((res) => setTimeout(res, 2100));
+    await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(world.query<{ attempts: number }>('SELECT attempts FROM mail_queue')[0].attempts).toBe(PERMANENT_TRIES);
+    expect(smtp.messages).toHaveLength(0);
+  }, 60_000);
 });

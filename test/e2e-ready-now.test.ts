@@ -101,13 +101,51 @@ describe.each(availableSftpServerKinds())('ready means ready now on %s sftp', (k
     expect(text.stdout).toMatch(/lincoln: users_auto\.csv is still settling \(changed less than 60 s ago\); a run after \d\d:\d\d:\d\dZ takes it/);
   });
 
+  it('leaves a file that changes during the short re-check, says when it will be taken, and takes it once it has settled', async () => {
+    world.set('settleRecheckSeconds', 4); // a window the test can write into
+    const remote = '/lincoln/upload/users_auto.csv';
+    put(remote, csv(SAMEGOAL, 'u1,Ada,Lovelace,ada@lincoln.example,staff,1,1'), TEN_MINUTES); // looks settled at first sight
+    const run = world.cli(['run', '--now', '--tenant', 'lincoln']);
+    // The district's upload goes on while the worker looks again.
+    const observed = () => {
+      try {
+        return world.query<{ n: number }>("SELECT count(*) AS n FROM file_observations WHERE tenant = 'lincoln'")[0].n === 1;
+      } catch {
+        return false; // the database is still being made
+      }
+    };
+    await waitFor('the first look at the file', observed, 15_000, 10);
+    fs.appendFileSync(world.remote(remote), 'u2,Alan,Turing,alan@lincoln.example,staff,1,1\n');
+    const r = await run;
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const when = /lincoln: users_auto\.csv is still settling \(it changed while we looked: still being written\); a run after (\d\d:\d\d:\d\d)Z takes it/.exec(r.stdout);
+    expect(when, r.stdout).not.toBeNull();
+    // settleSeconds (60) from the change we saw, by our clock (compared as times of day: midnight may lie between).
+    const [h, m, sec] = when![1].split(':').map(Number);
+    const expected = new Date(Date.now() + 60_000);
+    const off = (h * 3600 + m * 60 + sec - (expected.getUTCHours() * 3600 + expected.getUTCMinutes() * 60 + expected.getUTCSeconds()) + 86_400 * 1.5) % 86_400 - 43_200;
+    expect(Math.abs(off)).toBeLessThan(30);
+    expect(world.exists(remote)).toBe(true);
+    expect(epochsIn(world, '/lincoln/upload/bak')).toEqual([]);
+    expect(ids('lincoln')).toEqual([]);
+    const [s] = JSON.parse((await world.cli(['status', '--tenant', 'lincoln', '--json'])).stdout);
+    expect(s.settling).toEqual([{ file: 'users_auto.csv', reason: 'it changed while we looked: still being written', takeAfter: expect.any(String) }]);
+
+    // Once it has stayed the same for settleSeconds, a run takes the whole file.
+    age(world, remote, TEN_MINUTES);
+    const next = await world.cli(['run', '--now', '--tenant', 'lincoln']);
+    expect(next.code, next.stdout + next.stderr).toBe(0);
+    expect(ids('lincoln')).toEqual(['u1', 'u2']);
+    expect(world.exists(remote)).toBe(false);
+  }, 60_000);
+
   it('does not apply a keep-in-place file that changed while it was downloaded; the next run takes it', async () => {
     // Large enough that the download lasts a while: the test changes the file meanwhile.
     const rows = Array.from({ length: 500_000 }, (_, i) => `user${i}@acme.example,First${i},Last${i},user${i},Research,Analyst,1`);
     put('/acme/uploads/user-import.csv', `${AGYLIA}\n${rows.join('\n')}\n`, TEN_MINUTES);
     const workDir = path.join(world.dir, 'data', 'work');
     const run = world.cli(['run', '--now', '--tenant', 'acme']);
-    // The worker downloads into <workDir>/<pid>-<random>/keep-0.csv: change the file once that starts.
+    // The worker downloads into <workDir>/w-<identity>-<run>/keep-0.csv: change the file once that starts.
     let changed = false;
     const watch = (async () => {
       const deadline = Date.now() + 30_000;

@@ -65,6 +65,17 @@ describe('run queue', () => {
   });
 });
 
+it('gives a tick whose claim failed back: due again at once, once, however late', () => {
+  const s = new Scheduler([tenant('a', { schedule: '* * * * *' })]);
+  const first = s.nextRun('a')!;
+  const [due] = s.due(new Date(first.getTime() + 10));
+  s.retry(due);
+  expect(s.nextRun('a')!.getTime()).toBe(first.getTime());
+  const again = s.due(new Date(first.getTime() + 2 * 60_000 + 10)); // two more ticks passed meanwhile: still one run
+  expect(again.map((d) => [d.dueAt.toISOString(), d.lateMs])).toEqual([[first.toISOString(), 2 * 60_000 + 10]]);
+  expect(s.due(new Date(first.getTime() + 2 * 60_000 + 20))).toEqual([]);
+});
+
 describe('Daemon in-process', () => {
   let world: World | undefined;
   afterEach(async () => {
@@ -93,6 +104,39 @@ describe('Daemon in-process', () => {
       expect(await liveDaemons(app.store)).toEqual([]);
       await daemon.start(); // a stopped daemon stays stopped
       expect(daemon.isRunning).toBe(false);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('runs a tick whose claim failed (the store briefly unreachable) a moment later instead of a minute later', async () => {
+    world = await World.start('embedded', 'daemon-claim-fails');
+    // Once a minute, a few seconds from now: without a retry the next chance would be a minute away.
+    const second = new Date(Date.now() + 4000).getUTCSeconds();
+    world.addTenant('lincoln', { schedule: `${second} * * * * *` });
+    world.putEpoch('lincoln', '20240101-020000', { 'users.csv': csv('user_id,first_name,last_name,email', 'u1,Ada,Lovelace,ada@lincoln.example') });
+    const app = await openApp(world.configPath, { logLevel: 'silent' });
+    try {
+      // Claims work (the store's tables are there), then the first one of the tick fails.
+      expect(await app.store.schedule.claimTick('x', '2000-01-01T00:00:00.000Z', 'me')).toBe(true);
+      expect(await app.store.schedule.claimTick('x', '2000-01-01T00:00:00.000Z', 'me')).toBe(true); // asked again: still ours
+      expect(await app.store.schedule.claimTick('x', '2000-01-01T00:00:00.000Z', 'other')).toBe(false);
+      const claim = app.store.schedule.claimTick.bind(app.store.schedule);
+      const calls: string[] = [];
+      app.store.schedule.claimTick = async (tenantId, dueAt, owner) => {
+        calls.push(dueAt);
+        if (calls.length === 1) throw new Error('connection terminated unexpectedly');
+        return claim(tenantId, dueAt, owner);
+      };
+      const daemon = new Daemon(app, { triggerPollMs: 100 });
+      await daemon.start();
+      try {
+        await waitFor('the tick to run', () => world!.exists('/lincoln/upload/bak/20240101-020000/result.json'), 15_000);
+        expect(calls.length).toBeGreaterThanOrEqual(2);
+        expect(new Set(calls).size).toBe(1); // the same tick, claimed again
+      } finally {
+        await daemon.stop();
+      }
     } finally {
       await app.close();
     }

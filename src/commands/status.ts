@@ -76,6 +76,7 @@ function renderStatus(statuses: TenantStatus[], daemons: LiveDaemon[]): string {
     }
     for (const f of s.settling) notes.push(`settling: ${printable(f.file)} (${f.reason}); a run after ${when(f.takeAfter)} takes it`);
     for (const e of s.stale) notes.push(`never completed: ${e.epoch} (no COMPLETE file; seen ${when(e.firstSeen)})`);
+    for (const m of s.notFiled) notes.push(`not filed: upload ${m.epoch} is in ${printable(m.location ?? '?')}${m.reason ? ` - ${printable(m.reason)}` : ''}`);
     for (const a of s.setAside) notes.push(`set aside: ${printable(a.path)} - ${printable(a.reason)} (taken again once it changes)`);
     for (const c of s.pending.claimed) notes.push(`claimed: ${c.epoch} by ${c.owner} until ${when(c.expiresAt)} (being processed; if that worker stopped, the next run recovers it)`);
     if (s.queuedMail.queued) notes.push(`mail: ${s.queuedMail.queued} queued since ${when(s.queuedMail.oldestQueuedAt)}${s.queuedMail.lastError ? `; last error: ${s.queuedMail.lastError}` : ''}`);

@@ -34,6 +34,8 @@ export interface EpochReport {
   /** The status line and subject summary, when the files do not say it (an undo, an overdue feed). */
   headline?: string | null;
   summary?: string | null;
+  /** The upload could not be put where it belongs (bakPath says where it is; notes say why). */
+  misfiled?: boolean;
 }
 
 export interface RenderedMail {
@@ -79,9 +81,9 @@ export function renderNotice(report: EpochReport): RenderedMail {
   return { subject, text: renderPart('text', view, undefined, problems, 'notice'), html: renderPart('html', view, undefined, problems, 'notice') };
 }
 
-/** failures: anything not cleanly applied, or an upload that never completed. */
+/** failures: anything not cleanly applied, an upload that never completed, or one not filed where it belongs. */
 export function shouldNotify(when: 'failures' | 'always' | 'never', report: EpochReport): boolean {
   if (when === 'never') return false;
   if (when === 'always') return true;
-  return report.staleUploads.length > 0 || report.files.some((f) => f.status !== 'applied');
+  return report.misfiled === true || report.staleUploads.length > 0 || report.files.some((f) => f.status !== 'applied');
 }

@@ -5,7 +5,7 @@
 import type { ImportCounts, ImportStatus } from '../store/types.js';
 import type { EpochReport, FileReport } from './report.js';
 // Subject material stays on one printable line: a file name may hold a line break or an escape.
-import { oneLine } from '../text.js';
+import { oneLine, printable } from '../text.js';
 
 /** An attachment left out of the mail because it was too large. */
 export interface OmittedAttachment {
@@ -66,6 +66,8 @@ export interface ReportView {
   hasHeld: boolean;
   hasFailed: boolean;
   hasErrorsCsv: boolean;
+  /** The upload is not where it belongs (bak unusable); the notes say why and where it is. */
+  notFiled: boolean;
   /** Nothing for the district to do (no errors, holds, rejections or stale uploads). */
   nothingToFix: boolean;
   /** One sentence per attachment too large to mail. */
@@ -124,7 +126,8 @@ export function buildView(report: EpochReport, omitted: OmittedAttachment[] = []
     hasHeld: files.some((f) => f.isHeld),
     hasFailed: files.some((f) => f.isFailed),
     hasErrorsCsv: report.files.some((f) => f.errorsCsvName !== null),
-    nothingToFix: !stale && files.every((f) => f.isApplied),
+    notFiled: report.misfiled === true,
+    nothingToFix: !stale && !report.misfiled && files.every((f) => f.isApplied),
     attachmentNotes: omitted.map((o) => omittedNote(o, folder)),
     notes: report.notes ?? [],
   };
@@ -133,7 +136,8 @@ export function buildView(report: EpochReport, omitted: OmittedAttachment[] = []
 function fileView(f: FileReport, report: EpochReport, omitted: Set<string>, folder: string | null): FileView {
   const attached = f.errorsCsvName !== null && !omitted.has(f.errorsCsvName);
   return {
-    file: f.file,
+    // A remote name may hold a line break or an escape sequence: shown escaped, as everywhere.
+    file: printable(f.file),
     kind: f.kind,
     status: f.status,
     statusLine: fileStatusLine(f, report, attached, folder),
@@ -170,7 +174,7 @@ function fileStatusLine(f: FileReport, report: EpochReport, attached: boolean, f
       const where = attached
         ? `the attached ${name}`
         : `${name} (too large to mail; ${folder ? `it is in ${folder} on your SFTP account` : 'reply to this message for it'})`;
-      return `${failed}; fix them in ${where} and upload it again as ${f.file}.`;
+      return `${failed}; fix them in ${where} and upload it again as ${printable(f.file)}.`;
     }
     case 'rejected':
       return `The file was rejected${why ? `: ${why}` : ''}; nothing was changed.`;
@@ -207,6 +211,7 @@ function summary(report: EpochReport): string {
   else if (files.length > 3) parts.push(`${files.length} files: ${countByStatus(files)}`);
   const stale = report.staleUploads.length;
   if (stale) parts.push(`${stale} ${plural(stale, 'upload')} never completed`);
+  if (report.misfiled) parts.push('not filed in bak');
   const text = parts.join('; ') || 'nothing processed';
   return report.dryRun ? `dry run: ${text}` : text;
 }

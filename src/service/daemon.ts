@@ -23,6 +23,7 @@ import { ownerIsGone, processId } from '../worker/identity.js';
 import { runTenant } from '../worker/run-tenant.js';
 import { Semaphore } from '../worker/runner.js';
 import { HttpServer } from '../http/server.js';
+import { BusyRetries } from './busy-retry.js';
 import { deliverMail, recoverLeftovers } from './housekeeping.js';
 import { noticeOverdue } from './overdue.js';
 import { RunQueue, type Job } from './run-queue.js';
@@ -75,6 +76,8 @@ export class Daemon {
   /** Per tenant, the tail of the runs and console actions that must not overlap. */
   private readonly tenantTurns = new Map<string, Promise<unknown>>();
   private readonly actions = new Set<Promise<unknown>>();
+  /** Scheduled runs waiting for another process to let go of their tenant. */
+  private readonly waiting: BusyRetries;
 
   constructor(
     private readonly deps: DaemonDeps,
@@ -87,6 +90,10 @@ export class Daemon {
     this.processing = new Semaphore(config.concurrency);
     this.queue = new RunQueue(Math.max(config.concurrency, config.discoveryConcurrency), (job) => this.execute(job));
     this.scheduler = new Scheduler(tenants);
+    this.waiting = new BusyRetries(this.log, (id) => {
+      const t = this.served.get(id);
+      if (t && this.state === 'running') this.enqueue(t, 'schedule', []);
+    });
   }
 
   get isRunning(): boolean {
@@ -195,6 +202,7 @@ export class Daemon {
     await this.starting?.catch(() => {}); // a stop during start-up waits for it to finish
     const { store } = this.deps;
     for (const t of this.timers) clearTimeout(t);
+    this.waiting.stop();
     const unstarted = this.queue.close();
     await this.safely('hand back triggers', () => store.triggers.release(unstarted.flatMap((j) => j.triggers)));
     if (this.queue.running) {
@@ -216,12 +224,24 @@ export class Daemon {
     if (added === 'closed') void this.safely('hand back triggers', () => this.deps.store.triggers.release(triggers));
   }
 
-  /** Every second: the tenants whose tick is due, each claimed once across every daemon. */
+  /**
+   * Every second: the tenants whose tick is due, each claimed once across every daemon. A tick
+   * whose claim fails (the store briefly unreachable) is due again on the next second, late,
+   * rather than lost.
+   */
   private async tick(): Promise<void> {
     if (this.state !== 'running') return;
     for (const due of this.scheduler.due()) {
-      const won = await this.deps.store.schedule.claimTick(due.tenant.id, due.dueAt.toISOString(), processId);
+      let won: boolean;
+      try {
+        won = await this.deps.store.schedule.claimTick(due.tenant.id, due.dueAt.toISOString(), processId);
+      } catch (err) {
+        this.scheduler.retry(due);
+        this.log.warn({ tenant: due.tenant.id, dueAt: due.dueAt.toISOString(), err: errorMessage(err) }, `could not claim the ${due.dueAt.toISOString()} run of ${due.tenant.id} (${errorMessage(err)}); trying again`);
+        continue;
+      }
       if (!won) continue; // another daemon runs this tick
+      this.waiting.cancel(due.tenant.id); // this run supersedes a retry still waiting
       if (due.lateMs > LATE_MS) {
         this.log.warn({ tenant: due.tenant.id, dueAt: due.dueAt.toISOString(), lateMs: due.lateMs }, `the ${due.dueAt.toISOString()} run of ${due.tenant.id} starts ${Math.round(due.lateMs / 1000)} s late (this process was busy)`);
       }
@@ -244,7 +264,10 @@ export class Daemon {
       result = { ...emptyResult(tenant.id), status: 'failed', message: errorMessage(err) };
     }
     if (result.status !== 'busy') this.http?.metrics.observeRun(result.status, (performance.now() - started) / 1000);
-    if (result.status === 'busy') this.log.info({ tenant: tenant.id }, result.message ?? `${tenant.id} is busy`);
+    // A scheduled run never gives up on a busy tenant; a trigger already waited (tier-2 sees "busy").
+    if (result.status === 'busy' && job.reason === 'schedule' && !signal.aborted) this.waiting.busy(tenant.id, result.message);
+    else if (result.status === 'busy') this.log.warn({ tenant: tenant.id, reason: job.reason }, result.message ?? `${tenant.id} is busy`);
+    else this.waiting.ran(tenant.id);
     if (job.triggers.length) {
       const handBack = signal.aborted && (result.status === 'interrupted' || result.status === 'busy');
       await this.safely('record the triggers', () =>

@@ -154,18 +154,28 @@ export async function checkTenant(tenant: TenantConfig): Promise<Check[]> {
   }
   const { host, port, username } = settings;
   const checks: Check[] = [];
-  let session: (SftpSession & { hostKeySeen: string }) | undefined;
-  const pinned = settings.hostKey !== undefined;
-  try {
-    // Without a pinned key the server's key is only looked at, so that it can be shown to be pinned.
-    session = await SftpSession.connect(settings, id, { acceptAnyHostKey: !pinned });
-    if (pinned) checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${session.hostKeySeen}`), fingerprint: session.hostKeySeen });
-    else {
+  if (settings.hostKey === undefined) {
+    // Nothing to verify the server against: only its key is read (the handshake is refused at
+    // the key), so that it can be pinned; no password or key goes to an unverified server.
+    try {
+      const seen = await SftpSession.readHostKey(settings);
       checks.push({
-        ...fail(id, 'host key', `${at}.hostKey is not set; ${host}:${port} presents ${session.hostKeySeen}`, `confirm the fingerprint with the host's operator, then set ${at}.hostKey: "${session.hostKeySeen}" (until then \`run\` refuses this tenant)`),
-        fingerprint: session.hostKeySeen,
+        ...fail(id, 'host key', `${at}.hostKey is not set; ${host}:${port} presents ${seen}`, `confirm the fingerprint with the host's operator, then set ${at}.hostKey: "${seen}" (until then \`run\` refuses this tenant)`),
+        fingerprint: seen,
       });
+      checks.push(skip(id, 'sftp login', 'not tried until the host key is pinned: credentials are never sent to an unverified server'));
+    } catch (err) {
+      checks.push(fail(id, 'sftp login', errorMessage(err), `check ${at}.host and ${at}.port, that the server is up and that a firewall lets this machine through`));
+      checks.push(skip(id, 'host key', 'not checked: no connection'));
     }
+    checks.push(skip(id, 'folders', 'not checked until the host key is pinned'));
+    if (tenant.notify.templates) checks.push(checkTemplateFolder(id, tenant.notify.templates, `tenants.${id}.notify.templates`));
+    return checks;
+  }
+  let session: (SftpSession & { hostKeySeen: string }) | undefined;
+  try {
+    session = await SftpSession.connect(settings, id);
+    checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${session.hostKeySeen}`), fingerprint: session.hostKeySeen });
     checks.push(ok(id, 'sftp login', `logged in as ${username}@${host}:${port}`));
   } catch (err) {
     if (err instanceof HostKeyMismatchError) {
@@ -176,15 +186,15 @@ export async function checkTenant(tenant: TenantConfig): Promise<Check[]> {
       checks.push(skip(id, 'sftp login', 'not tried: credentials are never sent to a server whose host key is not the pinned one'));
     } else if (/authentication/i.test(errorMessage(err))) {
       // The key is checked during the handshake, before authentication: it matched.
-      if (pinned) checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${settings.hostKey}`), fingerprint: settings.hostKey });
+      checks.push({ ...ok(id, 'host key', `${host}:${port} presents the pinned key ${settings.hostKey}`), fingerprint: settings.hostKey });
       checks.push(fail(id, 'sftp login', `${username}@${host}:${port} refused the login: ${errorMessage(err)}`, `check ${at}.username and ${at}.password or ${at}.privateKey`));
     } else {
       checks.push(fail(id, 'sftp login', errorMessage(err), `check ${at}.host and ${at}.port, that the server is up and that a firewall lets this machine through`));
       checks.push(skip(id, 'host key', 'not checked: no connection'));
     }
   }
-  if (!session || !pinned) {
-    checks.push(skip(id, 'folders', pinned ? 'not checked: no verified connection' : 'not checked until the host key is pinned'));
+  if (!session) {
+    checks.push(skip(id, 'folders', 'not checked: no verified connection'));
   } else {
     try {
       for (const f of foldersOf(tenant)) checks.push(await remoteFolder(session, id, f.check, f.dir, f.mustExist, f.key));

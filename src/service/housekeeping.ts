@@ -1,14 +1,15 @@
 // What every start of a run or a daemon does first, and what each does after: clean up after a
 // killed process (its local folder, its runs still marked running), report outcomes a crash
 // left unreported, and deliver the mail queue.
+import os from 'node:os';
 import type { Config } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { deliverQueuedMail } from '../mail/delivery.js';
 import type { Store } from '../store/types.js';
-import { ownerIsGone } from '../worker/identity.js';
+import { ownerIsGone, parseOwner, tokenOf } from '../worker/identity.js';
 import { reportOutcomes } from '../worker/reporting.js';
-import { sweepWorkDir } from '../worker/workdir.js';
+import { sweepWorkDir, type LiveOwners } from '../worker/workdir.js';
 
 interface Deps {
   store: Store;
@@ -17,10 +18,26 @@ interface Deps {
 }
 
 export async function recoverLeftovers(app: Deps): Promise<void> {
-  const removed = sweepWorkDir(app.config.workDir);
+  const removed = await sweepWorkDir(app.config.workDir, () => liveIdentities(app));
   if (removed.length) app.log.info({ folders: removed }, `removed ${removed.length} work folder(s) left by processes that stopped`);
   await markInterruptedRuns(app);
   await reportOutcomes(app).catch((err) => app.log.warn({ err: errorMessage(err) }, `could not queue the reports left from before: ${errorMessage(err)}`));
+}
+
+/**
+ * The identities of the processes running a tenant now (a run's work folder exists only while it
+ * holds the tenant's lease): an unexpired lease whose owner is not known to be dead. Null when
+ * the store cannot be asked (then only old folders are removed).
+ */
+async function liveIdentities(app: Deps): Promise<LiveOwners | null> {
+  try {
+    const owners = (await app.store.leases.liveOwners()).filter((o) => !ownerIsGone(o));
+    const here = owners.map(parseOwner).filter((o) => o.host === os.hostname());
+    return { tokens: new Set(owners.map(tokenOf).filter((t): t is string => t !== null)), pids: new Set(here.map((o) => o.pid)) };
+  } catch (err) {
+    app.log.warn({ err: errorMessage(err) }, `could not read the live leases (${errorMessage(err)}); only work folders older than a day are removed`);
+    return null;
+  }
 }
 
 /**

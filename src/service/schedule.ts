@@ -46,6 +46,12 @@ export class Scheduler {
     return this.next.get(tenant) ?? null;
   }
 
+  /** A tick that could not be claimed is due again (once, however many ticks pass meanwhile). */
+  retry(due: Due): void {
+    const next = this.next.get(due.tenant.id);
+    if (!next || next.getTime() > due.dueAt.getTime()) this.next.set(due.tenant.id, due.dueAt);
+  }
+
   /** The ticks due at `now`, each once; the following tick is computed from `now`. */
   due(now: Date = new Date()): Due[] {
     const out: Due[] = [];

@@ -2,7 +2,7 @@
 // configuration: status never connects to an SFTP host, so it works from any machine that has
 // the database.
 import type { TenantConfig } from '../config.js';
-import type { AuditEntry, DaemonInfo, HeldUpload, ImportCounts, MailQueueSummary, RunSummary, Store } from '../store/types.js';
+import type { AuditEntry, DaemonInfo, HeldUpload, ImportCounts, MailQueueSummary, Outcome, RunSummary, Store } from '../store/types.js';
 import { ownerIsGone } from '../worker/identity.js';
 import { feedOf, feedTimes, type FeedStatus, type FeedTimes } from './overdue.js';
 import { nextRunOf } from './schedule.js';
@@ -46,6 +46,8 @@ export interface TenantStatus {
   stale: { epoch: string; firstSeen: string }[];
   /** Uploads that failed and stay set aside until they change, and links that are never followed. */
   setAside: { path: string; reason: string; at: string }[];
+  /** Recent uploads that could not be filed where they belong (bak unusable), newest first, until one was. */
+  notFiled: { epoch: string | null; location: string | null; reason: string | null; at: string }[];
   queuedMail: MailQueueSummary;
   /** When the last upload was applied, and whether that is longer ago than the tenant expects. */
   feed: FeedStatus;
@@ -67,7 +69,7 @@ export async function liveDaemons(store: Store): Promise<LiveDaemon[]> {
 /** `times`: feedTimes(store), read once when asking about many tenants. */
 export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: LiveDaemon[], recent = 20, times?: FeedTimes): Promise<TenantStatus> {
   const daemon = daemons.find((d) => d.tenants.includes(tenant.id));
-  const [lastRun, imports, triggers, claims, held, stale, setAside, queuedMail, audit, feeds] = await Promise.all([
+  const [lastRun, imports, triggers, claims, held, stale, setAside, queuedMail, audit, feeds, outcomes] = await Promise.all([
     store.runs.last(tenant.id),
     store.imports.recent(tenant.id, recent),
     store.triggers.pending(tenant.id),
@@ -78,6 +80,7 @@ export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: 
     store.mail.summary(tenant.id),
     store.audit.recent({ tenant: tenant.id, limit: recent }),
     times ?? feedTimes(store),
+    store.outbox.recent(tenant.id, recent),
   ]);
   return {
     tenant: tenant.id,
@@ -96,9 +99,27 @@ export async function tenantStatus(store: Store, tenant: TenantConfig, daemons: 
     held,
     stale,
     setAside,
+    notFiled: notFiled(outcomes),
     queuedMail,
     feed: feedOf(tenant, feeds),
     audit,
     daemon: { running: !!daemon, owner: daemon?.owner ?? null, host: daemon?.host ?? null, since: daemon?.startedAt ?? null, heartbeatAt: daemon?.heartbeatAt ?? null },
   };
+}
+
+/**
+ * The latest uploads that were not filed where they belong, until the newest one that was (bak
+ * works again): an operator sees the problem until it is fixed, not forever.
+ */
+function notFiled(outcomes: Outcome[]): TenantStatus['notFiled'] {
+  const out: TenantStatus['notFiled'] = [];
+  for (const o of outcomes) {
+    if (!o.filed || o.epoch === null) continue;
+    if (!o.payload.misfiled) {
+      if (o.payload.status !== 'failed') break;
+      continue;
+    }
+    out.push({ epoch: o.epoch, location: o.payload.location, reason: o.payload.locationNote ?? null, at: o.createdAt });
+  }
+  return out;
 }

@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import type { SFTPWrapper } from 'ssh2';
+import ssh2, { type SFTPWrapper } from 'ssh2';
 import SftpClient from 'ssh2-sftp-client';
 import type { SftpSettings } from '../config.js';
 import { HostKeyMismatchError, RemoteError, errorMessage } from '../errors.js';
@@ -25,30 +25,50 @@ export function fingerprintOf(keyBlob: Buffer): string {
   return 'SHA256:' + crypto.createHash('sha256').update(keyBlob).digest('base64').replace(/=+$/, '');
 }
 
-/** A remote name is one path segment: no separators, no dot entries. */
+/**
+ * Why we will not take a file of this name, or null: a backslash (a path separator to the
+ * district's Windows tools, and to some servers) or a control character (a line break or an
+ * escape sequence in every report and terminal it would reach).
+ */
+export function nameProblem(name: string): string | null {
+  if (name.includes('\\')) return 'has a backslash (\\) in its name';
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) return 'has a control character in its name';
+  return null;
+}
+
+/** A remote name we work with: one path segment, no dot entries, nothing nameProblem() refuses. */
 export function isSafeName(name: string): boolean {
-  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && !name.includes('\\') && !name.includes('\0');
+  return name.length > 0 && name !== '.' && name !== '..' && !name.includes('/') && nameProblem(name) === null;
+}
+
+/** Where the session says what it worked around (a server that refuses to set permissions). */
+export interface SessionLog {
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
 }
 
 export class SftpSession {
   private closed = false;
+  /** The server refused a chmod once: said at warn once per session, then at debug. */
+  private chmodRefused = false;
 
   private constructor(
     private readonly client: SftpClient,
     private readonly settings: SftpSettings,
     readonly label: string,
+    private readonly log?: SessionLog,
   ) {}
 
   /**
-   * Connects and logs in. The presented host key must match `settings.hostKey`; pass
-   * `acceptAnyHostKey` only to look the key up (`doctor`), never to work.
+   * Connects and logs in. The presented host key must match `settings.hostKey` (to only look
+   * the key up, without logging in, use readHostKey).
    */
   static async connect(
     settings: SftpSettings,
     label: string,
-    opts: { acceptAnyHostKey?: boolean } = {},
+    opts: { log?: SessionLog } = {},
   ): Promise<SftpSession & { hostKeySeen: string }> {
-    if (!settings.hostKey && !opts.acceptAnyHostKey) {
+    if (!settings.hostKey) {
       throw new RemoteError(
         `${label} has no pinned host key (sftp.hostKey), so nothing is sent to its server. Run \`provisioner doctor --tenant ${label}\`, ` +
           `confirm the fingerprint it prints with the host's operator, and set tenants.${label}.sftp.hostKey to it.`,
@@ -73,7 +93,7 @@ export class SftpSession {
           keepaliveCountMax: 3,
           hostVerifier: (key: Buffer) => {
             seen = fingerprintOf(key);
-            return opts.acceptAnyHostKey === true || seen === settings.hostKey;
+            return seen === settings.hostKey;
           },
         }),
         timeoutMs,
@@ -82,23 +102,59 @@ export class SftpSession {
       );
     } catch (err) {
       destroy(client);
-      if (seen && seen !== settings.hostKey && !opts.acceptAnyHostKey) {
+      if (seen && seen !== settings.hostKey) {
         throw new HostKeyMismatchError(label, settings.hostKey ?? '(none)', seen);
       }
       throw new RemoteError(`cannot connect to ${settings.username}@${settings.host}:${settings.port}: ${cleanMessage(err)}`, {
         cause: err,
       });
     }
-    const session = new SftpSession(client, settings, label) as SftpSession & { hostKeySeen: string };
+    const session = new SftpSession(client, settings, label, opts.log) as SftpSession & { hostKeySeen: string };
     session.hostKeySeen = seen;
     return session;
   }
 
-  /** The entries of a folder (never `.`/`..`, nor a name with a path separator or NUL). */
+  /**
+   * Only reads the server's host key, to show the fingerprint to pin (`doctor` on a tenant
+   * without `hostKey`). The handshake is refused at the key, before authentication starts, and
+   * no password or key is even handed to the SSH client: nothing secret can reach the server.
+   */
+  static readHostKey(settings: Pick<SftpSettings, 'host' | 'port' | 'username' | 'timeoutSeconds'>): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const client = new ssh2.Client();
+      let seen = '';
+      let settled = false;
+      const finish = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        client.destroy();
+        if (seen) resolve(seen);
+        else reject(new RemoteError(`cannot connect to ${settings.host}:${settings.port}: ${err ? cleanMessage(err) : 'the connection closed before the server showed its key'}`, { cause: err }));
+      };
+      client.on('error', finish);
+      client.on('close', () => finish());
+      client.on('ready', () => finish(new Error('the server let us in without authentication'))); // cannot happen: the key is refused first
+      client.connect({
+        host: settings.host,
+        port: settings.port,
+        username: settings.username,
+        readyTimeout: settings.timeoutSeconds * 1000,
+        hostVerifier: (key: Buffer) => {
+          seen = fingerprintOf(key);
+          return false;
+        },
+      });
+    });
+  }
+
+  /**
+   * The entries of a folder, never `.`/`..` nor a name with `/` or NUL (no server sends those).
+   * Names we will not take (nameProblem) are listed, so that the district can be told.
+   */
   async list(dir: string): Promise<RemoteEntry[]> {
     const items = await this.call(`list ${dir}`, () => this.client.list(dir));
     return items
-      .filter((i) => isSafeName(i.name))
+      .filter((i) => i.name.length > 0 && i.name !== '.' && i.name !== '..' && !i.name.includes('/') && !i.name.includes('\0'))
       .map((i) => ({
         name: i.name,
         type: i.type === 'd' ? 'dir' : i.type === '-' ? 'file' : i.type === 'l' ? 'link' : 'other',
@@ -145,11 +201,24 @@ export class SftpSession {
     return Buffer.isBuffer(data) ? data.toString('utf8') : String(data);
   }
 
-  /** Writes a file readable by the district (0644), whatever the server's umask would give. */
+  /**
+   * Writes a file readable by the district (0644), whatever the server's umask would give. The
+   * chmod is best effort: some servers refuse SETSTAT, and the file is written all the same.
+   */
   async write(remote: string, content: string | Buffer): Promise<void> {
     const buf = Buffer.isBuffer(content) ? content : Buffer.from(content, 'utf8');
     await this.call(`write ${remote}`, () => this.client.put(buf, remote, { writeStreamOptions: { mode: 0o644 } }));
-    await this.call(`chmod ${remote}`, () => this.client.chmod(remote, 0o644));
+    try {
+      await this.call(`chmod ${remote}`, () => this.client.chmod(remote, 0o644));
+    } catch (err) {
+      if (err instanceof RemoteError && err.connectionLost) throw err;
+      const about = { file: printable(remote), err: errorMessage(err) };
+      const why = cleanMessage(err instanceof Error && err.cause ? err.cause : err);
+      const msg = `${this.label}: the SFTP server refused to set the permissions of ${printable(remote)} (${why}); it keeps the server's default`;
+      if (this.chmodRefused) this.log?.debug(about, msg);
+      else this.log?.warn(about, `${msg}. Files written on this server may not be readable by the district if its default is private.`);
+      this.chmodRefused = true;
+    }
   }
 
   async append(remote: string, content: string): Promise<void> {

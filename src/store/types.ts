@@ -180,6 +180,8 @@ export interface LeaseStore {
   claims(tenant?: string): Promise<{ tenant: string; epoch: string; owner: string; claimedAt: string; expiresAt: string }[]>;
   /** Tenants whose lease `owner` holds (status: what a daemon has in hand). */
   tenantsHeldBy(owner: string): Promise<string[]>;
+  /** Owners of unexpired tenant leases (by the store's clock): the processes running a tenant now. */
+  liveOwners(): Promise<string[]>;
 }
 
 export interface UploadStore {
@@ -516,6 +518,11 @@ export interface OutcomePayload {
   location: string | null;
   /** Why it is not where it would normally go (bak not usable, …). */
   locationNote?: string | null;
+  /**
+   * It could not be put where it belongs (bak is a file, say): a problem the district and the
+   * operators are told about whatever notify.when says, and `status` shows.
+   */
+  misfiled?: boolean;
   /** The epoch folder it came from, when it was claimed from a reused name, etc. */
   notes: string[];
   staleUploads: string[];
@@ -543,8 +550,8 @@ export interface OutboxStore {
   record(o: NewOutcome): Promise<{ id: number; created: boolean }>;
   /** Uploads that never completed: marked reported in the same transaction that stores the notice. */
   recordStale(tenant: string, epochs: string[], o: NewOutcome): Promise<void>;
-  /** Confirms where the upload now is. */
-  file(id: number, location: string | null, note: string | null): Promise<void>;
+  /** Confirms where the upload now is; `misfiled`: not where it belongs (the operators are told too). */
+  file(id: number, location: string | null, note: string | null, misfiled?: boolean): Promise<void>;
   /** An outcome recorded for this epoch whose upload was not yet filed away (crash recovery). */
   unfiled(tenant: string, epoch: string): Promise<Outcome | null>;
   /** Filed outcomes not yet reported, oldest first. */

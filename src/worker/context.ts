@@ -42,6 +42,8 @@ export interface EpochOutcome {
   remotePath: string | null;
   /** Said to the district with the report (a reused epoch name, where the upload went and why). */
   notes: string[];
+  /** Why it is not where it belongs (bak unusable): the run counts as failed, whatever was applied. */
+  misfiled?: string;
 }
 
 export interface TenantRunResult {

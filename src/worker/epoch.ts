@@ -12,7 +12,7 @@ import { errorMessage, RemoteError } from '../errors.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
 import { GrowingFile } from '../import/growing-file.js';
 import { importFile, type FileImportResult } from '../import/import-file.js';
-import { isSafeName, type RemoteEntry } from '../sftp/client.js';
+import { nameProblem, type RemoteEntry } from '../sftp/client.js';
 import { emptyCounts, type Outcome, type OutcomeKind, type OutcomePayload } from '../store/types.js';
 import { printable } from '../text.js';
 import { worstStatus, type EpochOutcome, type RunContext } from './context.js';
@@ -102,35 +102,44 @@ export async function processEpoch(ctx: RunContext, epoch: string, dir: string, 
   }
   const files: FileImportResult[] = [];
   const outcome: EpochOutcome = { epoch, status: 'applied', files, remotePath: dir, notes };
-  let current = '(epoch)';
+  let csvs: RemoteEntry[] = [];
   try {
     const entries = await ctx.session.list(dir);
     ctx.log.info({ epoch, files: entries.map((f) => printable(f.name)) }, `processing epoch ${epoch}`);
-    const { csvs, refused } = sortEntries(entries);
-    for (const r of refused) files.push(await rejectFile(ctx, epoch, r.name, r.reason));
-    if (csvs.length === 0 && refused.length === 0) {
+    const sorted = sortEntries(entries, ctx.tenant.files);
+    csvs = sorted.csvs;
+    for (const r of sorted.refused) files.push(await rejectFile(ctx, epoch, r.name, r.reason));
+    if (csvs.length === 0 && sorted.refused.length === 0) {
       const expected = Object.keys(ctx.tenant.files).join(', ');
       files.push(await rejectFile(ctx, epoch, '(none)', `epoch ${epoch} has a COMPLETE file but no CSV files; upload the CSV files (${expected}) before COMPLETE`));
     }
-    for (let i = 0; i < csvs.length; i++) {
-      current = csvs[i].name;
-      files.push(await processFile(ctx, epoch, dir, csvs[i].name, i));
-    }
   } catch (err) {
     if (err instanceof RemoteError && err.connectionLost) throw err;
-    files.push(await failFile(ctx, epoch, current, err));
+    files.push(await failFile(ctx, epoch, '(epoch)', err));
+  }
+  // Each file is its own import: one that fails (unreadable, a parser limit, a bug) is recorded
+  // with its reason, and the files after it are still processed and reported.
+  for (let i = 0; i < csvs.length; i++) {
+    try {
+      files.push(await processFile(ctx, epoch, dir, csvs[i].name, i));
+    } catch (err) {
+      if (err instanceof RemoteError && err.connectionLost) throw err;
+      files.push(await failFile(ctx, epoch, csvs[i].name, err));
+    }
   }
   outcome.status = worstStatus(files.map((f) => f.status));
   if (ctx.opts.dryRun) return outcome;
   return fileAway(ctx, epoch, dir, outcome, null);
 }
 
-function sortEntries(entries: RemoteEntry[]): { csvs: RemoteEntry[]; refused: { name: string; reason: string }[] } {
+function sortEntries(entries: RemoteEntry[], ctxFiles: Record<string, string>): { csvs: RemoteEntry[]; refused: { name: string; reason: string }[] } {
   const csvs: RemoteEntry[] = [];
   const refused: { name: string; reason: string }[] = [];
   for (const e of entries) {
     if (e.name === COMPLETE || e.name.startsWith('.') || isOurOutput(e.name)) continue;
-    if (e.type === 'link') refused.push({ name: e.name, reason: `${printable(e.name)} is a symbolic link; links are never followed. Upload the file itself.` });
+    const badName = e.type === 'dir' ? null : nameProblem(e.name);
+    if (badName) refused.push({ name: e.name, reason: refusedNameReason(e.name, badName, Object.keys(ctxFiles)) });
+    else if (e.type === 'link') refused.push({ name: e.name, reason: `${printable(e.name)} is a symbolic link; links are never followed. Upload the file itself.` });
     else if (e.type === 'other') refused.push({ name: e.name, reason: `${printable(e.name)} is not a plain file; upload a CSV file.` });
     else if (e.type === 'file') csvs.push(e);
   }
@@ -141,7 +150,7 @@ function sortEntries(entries: RemoteEntry[]): { csvs: RemoteEntry[]; refused: { 
 async function processFile(ctx: RunContext, epoch: string, dir: string, name: string, index: number): Promise<FileImportResult> {
   const { tenant, deps, opts } = ctx;
   const kind = kindForFile(tenant, name);
-  if (!kind || !isSafeName(name) || /[\u0000-\u001f\u007f]/.test(name)) {
+  if (!kind) {
     const expected = Object.keys(tenant.files).map((f) => `"${f}"`).join(', ');
     return rejectFile(ctx, epoch, name, `misnamed file "${printable(name)}"; expected one of ${expected}. Rename it and upload the epoch again.`);
   }
@@ -204,6 +213,13 @@ async function rejectFile(ctx: RunContext, epoch: string, file: string, message:
   return result;
 }
 
+/** A name we will not take (nameProblem), said to the district with the name escaped. */
+export function refusedNameReason(name: string, problem: string, expected: string[]): string {
+  const example = expected.find((f) => !/[*?]/.test(f));
+  // Backslashes doubled: the escapes printable() writes for control characters stay unambiguous.
+  return `"${printable(name.replace(/\\/g, '\\\\'))}" ${problem}; such names are not taken. Rename it${example ? ` (for example to ${example})` : ''} and upload it again.`;
+}
+
 /** What went wrong, in words a district (and an operator) can act on. */
 export function failureReason(file: string, err: unknown): string {
   const text = printable(errorMessage(err));
@@ -218,10 +234,11 @@ export function failureReason(file: string, err: unknown): string {
 async function failFile(ctx: RunContext, epoch: string, file: string, err: unknown): Promise<FileImportResult> {
   const message = failureReason(file, err);
   ctx.log.error({ epoch, file: printable(file), err: errorMessage(err), stack: (err as Error)?.stack }, `epoch ${epoch} failed: ${message}`);
-  const result: FileImportResult = { file, kind: '', status: 'failed', message, counts: emptyCounts(), importId: null, contentSha1: '', sampleErrors: [] };
+  const kind = kindForFile(ctx.tenant, file) ?? null;
+  const result: FileImportResult = { file, kind: kind ?? '', status: 'failed', message, counts: emptyCounts(), importId: null, contentSha1: '', sampleErrors: [] };
   if (ctx.opts.dryRun) return result;
   result.importId = await ctx.deps.store.imports.recordUnapplied({
-    runId: ctx.runId, tenant: ctx.tenant.id, epoch, file, kind: kindForFile(ctx.tenant, file) ?? null, status: 'failed', message, contentSha1: null,
+    runId: ctx.runId, tenant: ctx.tenant.id, epoch, file, kind, status: 'failed', message, contentSha1: null,
     counts: emptyCounts(), actor: ctx.tenant.options.actor, startedAt: new Date().toISOString(),
   });
   return result;
@@ -300,14 +317,18 @@ export async function fileAway(
   const moved = await moveTo(ctx, epoch, dir, parent);
   if (moved.note) notes.push(moved.note);
   await appendRemoteLog(ctx, epoch, outcome.files);
-  await deps.store.outbox.file(recordId, moved.location, notes.length ? notes.join(' ') : null);
+  // Not where it belongs (bak is a file, say): whatever was applied, someone has to act, so the
+  // district and the operators hear of it and the run says so.
+  const misfiled = moved.problem !== undefined;
+  await deps.store.outbox.file(recordId, moved.location, notes.length ? notes.join(' ') : null, misfiled);
   await deps.store.leases.dropClaim(tenant.id, epoch);
   ctx.claimed.delete(epoch);
   if (moved.location !== dir) ctx.log.info({ epoch, to: moved.location }, `moved epoch ${epoch} to ${moved.location}`);
-  return { ...outcome, remotePath: moved.location, notes: [...outcome.notes, ...notes] };
+  return { ...outcome, remotePath: moved.location, notes: [...outcome.notes, ...notes], ...(misfiled ? { misfiled: moved.problem } : {}) };
 }
 
-async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: string): Promise<{ location: string; note: string | null }> {
+/** Where the upload went; `note` (for the district) and `problem` (for the run) when not into `parent`. */
+async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: string): Promise<{ location: string; note: string | null; problem?: string }> {
   const { session, tenant } = ctx;
   if (posix.dirname(dir) === parent) return { location: dir, note: null }; // a held epoch held again
   try {
@@ -320,7 +341,11 @@ async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: strin
       try {
         const location = await renameInto(ctx, epoch, dir, failed);
         ctx.log.error({ epoch, parent, err: why }, `${parent} cannot take epoch ${epoch} (${why}); set aside in ${location}`);
-        return { location, note: `It could not be moved to ${parent} (${why}), so it was put in ${location}; please tell us, or fix ${parent} on your SFTP account.` };
+        return {
+          location,
+          note: `It could not be moved to ${parent} (${why}), so it was put in ${location}; please tell us, or fix ${parent} on your SFTP account.`,
+          problem: `could not be moved to ${parent} (${why})`,
+        };
       } catch (again) {
         if (again instanceof RemoteError && again.connectionLost) throw again;
       }
@@ -329,7 +354,7 @@ async function moveTo(ctx: RunContext, epoch: string, dir: string, parent: strin
     const listing = await session.list(dir).catch(() => [] as RemoteEntry[]);
     await ctx.deps.store.uploads.setAside(tenant.id, dir, signature(listing), `could not be moved to ${parent}: ${why}`);
     ctx.log.error({ epoch, parent, err: why }, `epoch ${epoch} could not be moved to ${parent} (${why}); left in ${dir} and set aside`);
-    return { location: dir, note: `It could not be moved to ${parent} (${why}) and stays in ${dir}; please tell us.` };
+    return { location: dir, note: `It could not be moved to ${parent} (${why}) and stays in ${dir}; please tell us.`, problem: `could not be moved to ${parent} (${why})` };
   }
 }
 

@@ -9,6 +9,16 @@ const inherited = !isMainThread ? (workerData as { processId?: string } | null)?
 
 export const processId: string = inherited ?? `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
 
+/** The random part of an owner id (`host:pid:random`), or null for an older `host:pid`. */
+export function tokenOf(owner: string): string | null {
+  const parts = owner.split(':');
+  const last = parts[parts.length - 1];
+  return parts.length >= 3 && /^[0-9a-f]+$/.test(last) && /^\d+$/.test(parts[parts.length - 2]) ? last : null;
+}
+
+/** This process's random identity: unlike its pid, never the same for two processes. */
+export const processToken: string = tokenOf(processId) ?? crypto.randomBytes(4).toString('hex');
+
 /** host and pid of an owner id (`host:pid:random`, or an older `host:pid`). */
 export function parseOwner(owner: string): { host: string; pid: number } {
   const parts = owner.split(':');

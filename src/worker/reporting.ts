@@ -88,6 +88,7 @@ export async function reportOf(store: Store, tenant: TenantConfig, outcome: Outc
     notes: [...p.notes, ...(p.locationNote ? [p.locationNote] : [])],
     headline: p.headline ?? null,
     summary: p.summary ?? null,
+    misfiled: p.misfiled === true,
   };
 }
 

@@ -10,12 +10,12 @@ import { isNoSuchFile, SftpSession, type RemoteEntry } from '../sftp/client.js';
 import type { RunStatus } from '../store/types.js';
 import { printable } from '../text.js';
 import { emptyResult, worstStatus, type RunContext, type RunDeps, type RunOptions, type TenantRunResult } from './context.js';
-import { abandonedClaims, claimEpoch, processEpoch, signature, writeClaimFile } from './epoch.js';
+import { abandonedClaims, claimEpoch, processEpoch, refusedNameReason, signature, writeClaimFile } from './epoch.js';
 import { ownerIsGone, processId } from './identity.js';
 import { previewLooseFiles, processKeepFiles } from './keep-files.js';
 import { reportOutcomes } from './reporting.js';
 import { checkSettled } from './settle.js';
-import { COMPLETE, EPOCH_RE, finishInterruptedPromotions, HELD_DIR, isPromotable, PROCESSING_DIR, promote, scanUpload } from './uploads.js';
+import { COMPLETE, EPOCH_RE, finishInterruptedPromotions, HELD_DIR, isPromotable, PROCESSING_DIR, promote, scanUpload, type UploadScan } from './uploads.js';
 import fs from 'node:fs';
 import { makeRunDir } from './workdir.js';
 
@@ -53,10 +53,14 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
   const workDir = makeRunDir(config.workDir);
   let session: SftpSession | undefined;
   try {
-    session = await SftpSession.connect(resolveSftp(tenant), tenant.id);
+    session = await SftpSession.connect(resolveSftp(tenant), tenant.id, { log });
     ctx = { deps, tenant, opts, session, runId, workDir, log, result, claimed: new Map() };
     await body(ctx);
     result.status = result.status === 'interrupted' ? 'interrupted' : overallStatus(result);
+    const misfiled = result.epochs.filter((e) => e.misfiled);
+    if (misfiled.length && result.status !== 'interrupted') {
+      result.message = misfiled.map((e) => `upload ${e.epoch} ${e.misfiled}; it is in ${e.remotePath}`).join('; ');
+    }
   } catch (err) {
     result = { ...result, status: 'failed', message: runFailure(tenant, err) };
     log.error({ err: errorMessage(err), stack: err instanceof RemoteError || err instanceof ConfigError ? undefined : (err as Error)?.stack }, result.message!);
@@ -80,6 +84,7 @@ function runFailure(tenant: TenantConfig, err: unknown): string {
 
 function overallStatus(result: TenantRunResult): RunStatus {
   if (result.epochs.length === 0) return 'nothing';
+  if (result.epochs.some((e) => e.misfiled)) return 'failed';
   const worst = worstStatus(result.epochs.map((e) => e.status));
   return worst === 'applied' || worst === 'discarded' ? 'ok' : worst === 'failed' ? 'failed' : 'errors';
 }
@@ -102,7 +107,7 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
   const work: { epoch: string; dir: string }[] = [];
   if (!opts.dryRun) {
     if (scan.ours.includes(PROCESSING_DIR)) work.push(...(await abandonedClaims(ctx)));
-    if (scan.ours.some((n) => n.startsWith('.promoting-'))) await finishInterruptedPromotions(session, upload, scan.ours, ctx.log);
+    if (scan.ours.some((n) => n.startsWith('.promoting-'))) scan.ready.push(...(await finishInterruptedPromotions(session, upload, scan.ours, ctx.log)));
     if (scan.ours.includes(HELD_DIR)) await session.rmdir(posix.join(upload, HELD_DIR)).catch(() => {}); // only when empty
   }
   if ((tenant.loose === 'auto' || tenant.loose === 'all') && !opts.dryRun) {
@@ -111,11 +116,11 @@ async function discoverAndProcess(ctx: RunContext): Promise<void> {
       const { ready, settling } = await checkSettled({ session, store: deps.store, tenant, recheckSeconds: deps.config.settleRecheckSeconds }, upload, candidates);
       result.settling.push(...settling);
       for (const f of ready) scan.ready.push(await promote(session, deps.store, tenant, f, ctx.log));
-      scan.ready.sort();
     }
   }
+  scan.ready.sort(); // oldest first, promoted and finished promotions included
   await noteStale(ctx, scan.incomplete);
-  await noteLinks(ctx, scan.links);
+  await noteRefused(ctx, scan);
   for (const epoch of scan.ready) work.push({ epoch, dir: posix.join(upload, epoch) });
   const keep = tenant.loose === 'keep' && scan.loose.length > 0;
   if (work.length === 0 && !keep && !(opts.dryRun && scan.loose.length)) return;
@@ -185,13 +190,23 @@ async function noteStale(ctx: RunContext, incomplete: { epoch: string; mtime: nu
   });
 }
 
-/** Links and special files in the upload folder are never taken: the district is told once. */
-async function noteLinks(ctx: RunContext, links: { name: string; type: string; size: number; mtime: number }[]): Promise<void> {
+/**
+ * Links and special files in the upload folder, and files whose names we will not take, are never
+ * taken: the district is told once (again only when the entry changes).
+ */
+async function noteRefused(ctx: RunContext, scan: UploadScan): Promise<void> {
   const { tenant, deps } = ctx;
-  for (const l of links) {
+  const refused = [
+    ...scan.badNames.map(({ entry, problem }) => ({ entry, key: 'name', reason: refusedNameReason(entry.name, problem, Object.keys(tenant.files)) })),
+    ...scan.links.map((entry) => ({
+      entry,
+      key: 'link',
+      reason: `${printable(entry.name)} is ${entry.type === 'link' ? 'a symbolic link' : 'not a plain file or folder'}; links are never followed. Upload the file or folder itself.`,
+    })),
+  ];
+  for (const { entry: l, key, reason } of refused) {
     const relevant = EPOCH_RE.test(l.name) || /\.csv$/i.test(l.name) || Object.keys(tenant.files).some((f) => f.toLowerCase() === l.name.toLowerCase());
     if (!relevant) continue;
-    const reason = `${printable(l.name)} is ${l.type === 'link' ? 'a symbolic link' : 'not a plain file or folder'}; links are never followed. Upload the file or folder itself.`;
     ctx.result.skipped.push({ name: l.name, reason });
     if (ctx.opts.dryRun) continue;
     const path = posix.join(tenant.paths.upload, l.name);
@@ -201,7 +216,7 @@ async function noteLinks(ctx: RunContext, links: { name: string; type: string; s
     ctx.log.warn({ name: printable(l.name) }, reason);
     const file = { file: l.name, kind: null, status: 'rejected' as const, message: reason, counts: { rows: 0, created: 0, updated: 0, unchanged: 0, deactivated: 0, archived: 0, failed: 0 }, importId: null };
     await deps.store.outbox.record({
-      tenant: tenant.id, kind: 'epoch', dedupeKey: `link:${tenant.id}:${path}:${sig}`, epoch: EPOCH_RE.test(l.name) ? l.name : null, filed: true,
+      tenant: tenant.id, kind: 'epoch', dedupeKey: `${key}:${tenant.id}:${path}:${sig}`, epoch: EPOCH_RE.test(l.name) ? l.name : null, filed: true,
       payload: { status: 'rejected', files: [file], location: path, notes: [], staleUploads: [], operators: false, finishedAt: new Date().toISOString() },
     });
   }

@@ -3,7 +3,7 @@
 import path from 'node:path/posix';
 import type { TenantConfig } from '../config.js';
 import type { Logger } from '../log.js';
-import { type RemoteEntry, type SftpSession } from '../sftp/client.js';
+import { nameProblem, type RemoteEntry, type SftpSession } from '../sftp/client.js';
 import type { Store } from '../store/types.js';
 import { printable } from '../text.js';
 
@@ -29,15 +29,19 @@ export interface UploadScan {
   loose: RemoteEntry[];
   /** Symbolic links and other entries that are not plain files or folders. */
   links: RemoteEntry[];
+  /** Files (and links) whose names we will not take (nameProblem), with why. */
+  badNames: { entry: RemoteEntry; problem: string }[];
   /** Our own folders present: .processing, .held, .promoting-<epoch>. */
   ours: string[];
 }
 
 export async function scanUpload(session: SftpSession, upload: string): Promise<UploadScan> {
   const entries = await session.list(upload);
-  const scan: UploadScan = { ready: [], incomplete: [], loose: [], links: [], ours: [] };
+  const scan: UploadScan = { ready: [], incomplete: [], loose: [], links: [], badNames: [], ours: [] };
   for (const e of entries) {
-    if (e.type === 'file') scan.loose.push(e);
+    const problem = e.type === 'dir' ? null : nameProblem(e.name);
+    if (problem) scan.badNames.push({ entry: e, problem });
+    else if (e.type === 'file') scan.loose.push(e);
     else if (e.type === 'link' || e.type === 'other') scan.links.push(e);
     else if (e.name === PROCESSING_DIR || e.name === HELD_DIR || e.name.startsWith(PROMOTING_PREFIX)) scan.ours.push(e.name);
     else if (EPOCH_RE.test(e.name)) {
@@ -98,8 +102,9 @@ export async function freeEpochName(session: SftpSession, store: Store, tenant: 
   }
 }
 
-/** Promotions an earlier run left halfway are finished; empty leftovers removed. */
-export async function finishInterruptedPromotions(session: SftpSession, upload: string, names: string[], log: Logger): Promise<void> {
+/** Promotions an earlier run left halfway are finished (returns their epochs, ready now); empty leftovers removed. */
+export async function finishInterruptedPromotions(session: SftpSession, upload: string, names: string[], log: Logger): Promise<string[]> {
+  const finished: string[] = [];
   for (const name of names) {
     if (!name.startsWith(PROMOTING_PREFIX)) continue;
     const epoch = name.slice(PROMOTING_PREFIX.length);
@@ -116,7 +121,9 @@ export async function finishInterruptedPromotions(session: SftpSession, upload: 
     if (!inside.some((f) => f.name === COMPLETE)) await session.write(path.join(dir, COMPLETE), '');
     await session.rename(dir, path.join(upload, epoch));
     log.warn({ epoch }, `finished the promotion of epoch ${epoch} that an earlier run left halfway`);
+    finished.push(epoch);
   }
+  return finished;
 }
 
 /** Which kind a file name maps to (exact name first, then globs), or undefined. */

@@ -73,13 +73,15 @@ export interface TestSftpServerOptions {
    */
   maxStartups?: number;
   maxSessions?: number;
+  /** OpenSSH only: SFTP requests the server refuses (`internal-sftp -P`), e.g. 'setstat,fsetstat' for a server that will not chmod. */
+  deniedRequests?: string;
 }
 
 /** The system user the unprivileged OpenSSH server logs in as. */
 export const UNPRIVILEGED_USER = 'provisioner-sftp';
 
 export async function startTestSftpServer(kind: SftpServerKind, opts: TestSftpServerOptions = {}): Promise<TestSftpServer> {
-  if ((opts.unprivileged || opts.umask) && kind !== 'openssh') throw new Error('only the OpenSSH test server can log in as an unprivileged user or take a umask');
+  if ((opts.unprivileged || opts.umask || opts.deniedRequests) && kind !== 'openssh') throw new Error('only the OpenSSH test server can log in as an unprivileged user, take a umask or refuse requests');
   return kind === 'openssh' ? startOpenSsh(opts) : startEmbedded();
 }
 
@@ -125,8 +127,9 @@ async function startEmbedded(): Promise<TestSftpServer> {
 // ---------------------------------------------------------------------------------------------
 
 async function startOpenSsh(options: TestSftpServerOptions): Promise<TestSftpServer> {
-  const { unprivileged = false, umask } = options;
+  const { unprivileged = false, umask, deniedRequests } = options;
   if (umask !== undefined && !/^[0-7]{3,4}$/.test(umask)) throw new Error(`umask must be octal digits, not "${umask}"`);
+  if (deniedRequests !== undefined && !/^[a-z@.]+(,[a-z@.]+)*$/.test(deniedRequests)) throw new Error(`deniedRequests must be request names separated by commas, not "${deniedRequests}"`);
   // sshd's privilege-separation directory; a fresh container may not have it.
   await fs.mkdir('/run/sshd', { recursive: true, mode: 0o755 });
   const owner = unprivileged ? await ensureUnprivilegedUser() : undefined;
@@ -146,7 +149,7 @@ async function startOpenSsh(options: TestSftpServerOptions): Promise<TestSftpSer
     }
     const hostKeyFingerprint = await fingerprintOf(`${hostKeyPath}.pub`);
 
-    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, umask, maxStartups: options.maxStartups ?? 100, maxSessions: options.maxSessions ?? 100 });
+    const { sshd, port } = await spawnSshd({ confDir, root, hostKeyPath, authorizedKeysPath, umask, deniedRequests, maxStartups: options.maxStartups ?? 100, maxSessions: options.maxSessions ?? 100 });
     return {
       kind: 'openssh',
       host: HOST,
@@ -217,7 +220,7 @@ async function fingerprintOf(publicKeyFile: string): Promise<string> {
 }
 
 function sshdConfig(o: SshdSpawnOptions & { port: number; pidFile: string }): string {
-  const sftp = o.umask ? `internal-sftp -u ${o.umask}` : 'internal-sftp';
+  const sftp = ['internal-sftp', ...(o.umask ? ['-u', o.umask] : []), ...(o.deniedRequests ? ['-P', o.deniedRequests] : [])].join(' ');
   return [
     `ListenAddress ${HOST}`,
     `Port ${o.port}`,
@@ -251,6 +254,7 @@ interface SshdSpawnOptions {
   hostKeyPath: string;
   authorizedKeysPath: string;
   umask?: string;
+  deniedRequests?: string;
   maxStartups: number;
   maxSessions: number;
 }

@@ -119,6 +119,10 @@ export class PgLeases implements LeaseStore {
   async tenantsHeldBy(owner: string): Promise<string[]> {
     return (await this.c.query<{ tenant: string }>('SELECT tenant FROM tenant_locks WHERE owner = $1 AND expires_at > now() ORDER BY tenant', [owner])).map((r) => r.tenant);
   }
+
+  async liveOwners(): Promise<string[]> {
+    return (await this.c.query<{ owner: string }>("SELECT DISTINCT owner FROM tenant_locks WHERE expires_at > now() AND owner <> ''")).map((r) => r.owner);
+  }
 }
 
 export class PgUploads implements UploadStore {
@@ -270,7 +274,12 @@ export class PgSchedule implements ScheduleStore {
   constructor(private readonly c: PgConnection) {}
 
   async claimTick(tenant: string, dueAt: string, owner: string): Promise<boolean> {
-    const r = await this.c.query('INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING RETURNING 1', [tenant, dueAt, owner]);
+    // Ours already when a claim whose answer was lost is asked again.
+    const r = await this.c.query(
+      `INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES ($1, $2, $3, now())
+       ON CONFLICT (tenant, due_at) DO UPDATE SET owner = schedule_ticks.owner WHERE schedule_ticks.owner = $3 RETURNING 1`,
+      [tenant, dueAt, owner],
+    );
     return r.length === 1;
   }
 

@@ -178,8 +178,12 @@ export class PgOutbox implements OutboxStore {
     });
   }
 
-  async file(id: number, location: string | null, note: string | null): Promise<void> {
-    await this.c.query(`UPDATE outcomes SET payload = payload || jsonb_build_object('location', $2::text, 'locationNote', $3::text), filed = true WHERE id = $1`, [id, location, note]);
+  async file(id: number, location: string | null, note: string | null, misfiled = false): Promise<void> {
+    await this.c.query(
+      `UPDATE outcomes SET payload = payload || jsonb_build_object('location', $2::text, 'locationNote', $3::text, 'misfiled', $4::boolean,
+              'operators', coalesce((payload->>'operators')::boolean, false) OR $4::boolean), filed = true WHERE id = $1`,
+      [id, location, note, misfiled],
+    );
   }
 
   async unfiled(tenant: string, epoch: string): Promise<Outcome | null> {

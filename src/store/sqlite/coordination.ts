@@ -1,8 +1,6 @@
-// SQLite: runs, leases and claims, what was seen on the SFTP hosts, triggers, daemons, schedule
-// ticks and the audit trail. Each method is one short read or one short write transaction.
+// SQLite: runs, leases and claims, what was seen on the SFTP hosts, triggers, daemons and schedule
+// ticks (the audit trail is in audit.ts). Each method is one short read or one short write transaction.
 import type {
-  AuditEntry,
-  AuditStore,
   DaemonStore,
   LeaseResult,
   LeaseStore,
@@ -160,6 +158,10 @@ export class SqliteLeases implements LeaseStore {
 
   tenantsHeldBy(owner: string): Promise<string[]> {
     return this.c.read(() => this.c.stmt('SELECT tenant FROM tenant_locks WHERE owner = ? ORDER BY tenant').pluck().all(owner) as string[]);
+  }
+
+  liveOwners(): Promise<string[]> {
+    return this.c.read(() => this.c.stmt('SELECT DISTINCT owner FROM tenant_locks WHERE expires_at > ?').pluck().all(nowIso()) as string[]);
   }
 }
 
@@ -354,8 +356,11 @@ export class SqliteSchedule implements ScheduleStore {
   constructor(private readonly c: SqliteConnection) {}
 
   claimTick(tenant: string, dueAt: string, owner: string): Promise<boolean> {
+    // Ours already when a claim whose answer was lost is asked again.
     return this.c.write(
-      () => this.c.stmt('INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(tenant, dueAt, owner, nowIso()).changes === 1,
+      () =>
+        this.c.stmt('INSERT INTO schedule_ticks (tenant, due_at, owner, claimed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING').run(tenant, dueAt, owner, nowIso()).changes === 1 ||
+        this.c.stmt('SELECT owner FROM schedule_ticks WHERE tenant = ? AND due_at = ?').pluck().get(tenant, dueAt) === owner,
     );
   }
 
@@ -367,37 +372,5 @@ export class SqliteSchedule implements ScheduleStore {
 
   overdueReported(tenant: string, since: string): Promise<boolean> {
     return this.c.read(() => !!this.c.stmt(`SELECT 1 FROM outcomes WHERE tenant = ? AND kind = 'overdue' AND created_at >= ?`).get(tenant, since));
-  }
-}
-
-export class SqliteAudit implements AuditStore {
-  constructor(private readonly c: SqliteConnection) {}
-
-  record(e: Omit<AuditEntry, 'id' | 'at'>): Promise<number> {
-    return this.c.write(() =>
-      Number(
-        this.c
-          .stmt('INSERT INTO audit (at, actor, action, tenant, target, result, detail) VALUES (?, ?, ?, ?, ?, ?, ?)')
-          .run(nowIso(), e.actor, e.action, e.tenant, e.target, e.result, e.detail).lastInsertRowid,
-      ),
-    );
-  }
-
-  recent(opts: { tenant?: string; limit: number }): Promise<AuditEntry[]> {
-    return this.c.read(() =>
-      ((opts.tenant === undefined
-        ? this.c.stmt('SELECT * FROM audit ORDER BY id DESC LIMIT ?').all(opts.limit)
-        : this.c.stmt('SELECT * FROM audit WHERE tenant = ? ORDER BY id DESC LIMIT ?').all(opts.tenant, opts.limit)) as Row[]
-      ).map((r) => ({
-        id: Number(r.id),
-        at: String(r.at),
-        actor: String(r.actor),
-        action: String(r.action),
-        tenant: (r.tenant as string | null) ?? null,
-        target: (r.target as string | null) ?? null,
-        result: String(r.result),
-        detail: (r.detail as string | null) ?? null,
-      })),
-    );
   }
 }

@@ -10,6 +10,7 @@ import type {
   NewMail,
   NewOutcome,
   Outcome,
+  OutcomePayload,
   OutboxStore,
   RowProblem,
   UnappliedImport,
@@ -204,11 +205,12 @@ export class SqliteOutbox implements OutboxStore {
     });
   }
 
-  file(id: number, location: string | null, note: string | null): Promise<void> {
+  file(id: number, location: string | null, note: string | null, misfiled = false): Promise<void> {
     return this.c.write(() => {
       const row = this.c.stmt('SELECT payload FROM outcomes WHERE id = ?').get(id) as { payload: string } | undefined;
       if (!row) return;
-      const payload = { ...JSON.parse(row.payload), location, locationNote: note };
+      const before = JSON.parse(row.payload) as OutcomePayload;
+      const payload = { ...before, location, locationNote: note, misfiled, operators: before.operators || misfiled };
       this.c.stmt('UPDATE outcomes SET payload = ?, filed = 1 WHERE id = ?').run(JSON.stringify(payload), id);
     });
   }

@@ -1,7 +1,8 @@
 // The SQLite store: one file on this machine (WAL), for a single worker, the demo and the tests.
 import type { SchemaStore, Store } from '../types.js';
 import { SqliteConnection, type ConnectionOptions } from './connection.js';
-import { SqliteAudit, SqliteDaemons, SqliteLeases, SqliteRuns, SqliteSchedule, SqliteTriggers, SqliteUploads } from './coordination.js';
+import { SqliteAudit } from './audit.js';
+import { SqliteDaemons, SqliteLeases, SqliteRuns, SqliteSchedule, SqliteTriggers, SqliteUploads } from './coordination.js';
 import { SqliteDirectory } from './directory.js';
 import { migrations } from './migrations.js';
 import { SqliteImports, SqliteMail, SqliteOutbox } from './records.js';
