@@ -10,12 +10,12 @@ import path from 'node:path';
 import posix from 'node:path/posix';
 import { errorMessage, RemoteError } from '../errors.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
-import { GrowingFile } from '../import/growing-file.js';
 import { importFile, type FileImportResult } from '../import/import-file.js';
 import { nameProblem, type RemoteEntry } from '../sftp/client.js';
 import { emptyCounts, type Outcome, type OutcomeKind, type OutcomePayload } from '../store/types.js';
 import { printable } from '../text.js';
 import { worstStatus, type EpochOutcome, type RunContext } from './context.js';
+import { followDownload } from './follow-download.js';
 import { ownerIsGone, processId } from './identity.js';
 import { CLAIM_FILE, COMPLETE, EPOCH_RE, HELD_DIR, kindForFile, PROCESSING_DIR } from './uploads.js';
 
@@ -156,48 +156,22 @@ async function processFile(ctx: RunContext, epoch: string, dir: string, name: st
   }
   // Local names are ours: a remote name may be too long or strange for this file system.
   const local = path.join(ctx.workDir, `${epoch}-${index}.csv`);
-  // The file is checked while it downloads: the parse threads follow the local file as it grows,
-  // and its SHA-1 is taken on the way.
-  const started = performance.now();
-  let downloadMs = 0;
-  const growing = new GrowingFile();
-  const hash = crypto.createHash('sha1');
-  const download = ctx.session
-    .download(posix.join(dir, name), local, {
-      sized: (bytes) => growing.sized(bytes),
-      wrote: (total, chunk) => {
-        hash.update(chunk);
-        growing.grew(total);
-      },
-    })
-    .then(
-      () => {
-        downloadMs = Math.round(performance.now() - started);
-        growing.complete();
-        return hash.digest('hex');
-      },
-      (err: unknown) => {
-        growing.failed();
-        throw err;
-      },
-    );
-  download.catch(() => undefined); // awaited below, whatever happens first
+  const download = followDownload(ctx.session, posix.join(dir, name), local);
   try {
     const result = await importFile({
       store: deps.store, kinds: deps.kinds, hasher: deps.hasher, tenant: tenant.id, kind, options: tenant.options, encoding: tenant.encoding,
       maxRecordBytes: deps.config.limits.maxRecordBytes, digestKey: deps.digestKey, localPath: local, epoch, file: name, runId: ctx.runId,
-      mode: opts.dryRun ? 'dry-run' : 'apply', onProgress: (rows) => opts.onProgress?.(tenant.id, name, rows),
-      follow: { shared: growing.shared, sha1: download },
+      mode: opts.dryRun ? 'dry-run' : 'apply', onProgress: (rows) => opts.onProgress?.(tenant.id, name, rows), follow: download.follow,
     }).catch(async (err: unknown) => {
       // A failed download stops the parse too: the download's own error says what happened.
-      throw (await download.then(() => null, (e: unknown) => e)) ?? err;
+      throw (await download.failure()) ?? err;
     });
     if (result.appliedBefore) ctx.log.info({ epoch, file: printable(name) }, `${printable(name)} of epoch ${epoch} was applied before (import ${result.importId}); not applied again`);
     logFileResult(ctx, epoch, result);
-    ctx.log.debug({ epoch, file: printable(name), downloadMs, ...result.timings }, `${printable(name)}: download ${downloadMs} ms, ${Object.entries(result.timings ?? {}).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`).join(', ')}`);
+    ctx.log.debug({ epoch, file: printable(name), downloadMs: download.ms(), ...result.timings }, `${printable(name)}: download ${download.ms()} ms, ${Object.entries(result.timings ?? {}).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`).join(', ')}`);
     return result;
   } finally {
-    await download.catch(() => undefined); // never remove a file still being written
+    await download.settled; // never remove a file still being written
     fs.rmSync(local, { force: true });
   }
 }
