@@ -11,7 +11,7 @@ const IN_FLIGHT = 3;
  * The thread's heap is capped: parsing makes garbage fast, and V8 would otherwise let it grow to
  * a couple of hundred MB before collecting. What it holds at once is one batch of rows.
  */
-const HEAP_LIMITS = { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 8 };
+const HEAP_LIMITS = { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 16 };
 
 type FromThread = { type: 'event'; event: ParseEvent } | { type: 'done'; summary: ParseSummary } | { type: 'error'; message: string; stack?: string };
 

@@ -8,8 +8,8 @@ import type { SFTPWrapper } from 'ssh2';
 
 /** 128 KiB a read: OpenSSH answers at most about 255 KiB, so a request is answered whole. */
 const CHUNK = 128 * 1024;
-/** 32 reads in flight (4 MiB): enough to keep a fast link busy, little memory. */
-const IN_FLIGHT = 32;
+/** 16 reads in flight (2 MiB): a fast link stays busy (93 MB on loopback in 0.4-0.6 s); more only piles up ssh2's packet buffers. */
+const IN_FLIGHT = 16;
 
 export interface ReadProgress {
   /** The remote file's size, once known (before the first byte). */
