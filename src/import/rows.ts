@@ -49,6 +49,8 @@ export class RowChecker {
   private readonly plan: { name: string; field?: UserField; role: Role; slot?: number; date: boolean }[];
   /** The current row's trimmed values by header position (null: empty); reused row to row. */
   private readonly cell: (string | null)[] = [];
+  /** The current row by column name, for ajv; reused row to row. */
+  private readonly record: Record<string, string | undefined>;
   private readonly attributeNames: string[];
   readonly present: PresentFields;
   /** stageColumns(present): the width and order of a staged row. */
@@ -93,6 +95,7 @@ export class RowChecker {
     this.plan = columns.map((c) => ({
       name: c.name, field: c.field, role: roleOf(c.field), slot: slot(c.field ? COLUMN_OF[c.field] : undefined), date: props[c.name]?.format === 'date',
     }));
+    this.record = Object.fromEntries(columns.map((c) => [c.name, undefined]));
     this.siteLabelSlot = this.columns.indexOf('site_label');
     this.attrsSlot = this.columns.indexOf('attrs');
     this.digestSlot = this.columns.indexOf('pw_digest');
@@ -113,20 +116,24 @@ export class RowChecker {
         `a value containing a comma must be in double quotes`;
       return { ok: false, key, problems: [{ column: '', value: '', reason }], raw: this.safeRaw(values, null, true), password: null };
     }
-    // Empty cells become undefined so that `required` fires for them. `cell` keeps the trimmed
-    // values by position (null: empty), read below without a lookup by name.
-    const record: Record<string, string> = {};
+    // Empty cells become undefined so that `required` fires for them (ajv tests `=== undefined`).
+    // The record is one object for the whole file, its keys the file's columns (all declared by
+    // the kind): no object per row, and one shape for ajv's code. `cell` keeps the trimmed values
+    // by position (null: empty), read below without a lookup by name.
+    const record = this.record;
     const cell = this.cell;
     let problems: RowProblem[] | null = null;
     for (let i = 0; i < columns.length; i++) {
       const v = values[i].trim();
+      const name = columns[i].name;
       cell[i] = null;
+      record[name] = undefined;
       if (v === '') continue;
       if (mayHoldNul && v.includes('\u0000')) {
-        (problems ??= []).push({ column: columns[i].name, value: '', reason: 'contains a NUL character (a zero byte), which no value may hold; remove it' });
+        (problems ??= []).push({ column: name, value: '', reason: 'contains a NUL character (a zero byte), which no value may hold; remove it' });
         continue;
       }
-      record[columns[i].name] = v;
+      record[name] = v;
       cell[i] = v;
     }
     if (!this.kind.fast(record)) {
