@@ -86,7 +86,8 @@ export interface Config {
   discoveryConcurrency: number;
   leaseSeconds: number;
   settleRecheckSeconds: number;
-  limits: { maxRecordBytes: number };
+  /** parseThreads: null for the default (the cores, up to 4). */
+  limits: { maxRecordBytes: number; parseThreads: number | null };
   /** The key of the password digests: given, in a file given, or (SQLite) a file made beside the database. */
   passwordDigest: { key?: string; keyFile?: string; defaultFile?: string };
   log: { level: string; format: 'auto' | 'pretty' | 'json' };
@@ -245,7 +246,7 @@ interface RawConfig {
   discoveryConcurrency?: number;
   leaseSeconds?: number;
   settleRecheckSeconds?: number;
-  limits?: { maxRecordBytes?: number };
+  limits?: { maxRecordBytes?: number; parseThreads?: number };
   passwordDigestKey?: string;
   passwordDigestKeyFile?: string;
   log?: { level?: string; format?: 'auto' | 'pretty' | 'json' };
@@ -322,7 +323,7 @@ function normalize(raw: RawConfig, file: string): Config {
     discoveryConcurrency: raw.discoveryConcurrency ?? 32,
     leaseSeconds: raw.leaseSeconds ?? 60,
     settleRecheckSeconds: raw.settleRecheckSeconds ?? 1,
-    limits: { maxRecordBytes: raw.limits?.maxRecordBytes ?? 1 << 20 },
+    limits: { maxRecordBytes: raw.limits?.maxRecordBytes ?? 1 << 20, parseThreads: raw.limits?.parseThreads ?? null },
     passwordDigest: {
       key: raw.passwordDigestKey,
       keyFile: raw.passwordDigestKeyFile ? rel(raw.passwordDigestKeyFile) : undefined,

@@ -68,6 +68,19 @@ tenants:
     expect(parseConfig(yaml(`, hostKey: "SHA256:${'a'.repeat(43)}"`), 'c.yaml', {}).tenants[0].sftp.hostKey).toBe(`SHA256:${'a'.repeat(43)}`);
   });
 
+  it('takes the number of threads that read one large file, default none set (the cores)', () => {
+    const tenant = `
+tenants:
+  ok:
+    sftp: { host: h, username: u, password: p, hostKey: "SHA256:${'a'.repeat(43)}" }
+    files: { users.csv: samegoal-users }
+    notify: { when: never }
+`;
+    expect(parseConfig(`database: ./x.db\n${tenant}`, 'c.yaml', {}).limits).toEqual({ maxRecordBytes: 1 << 20, parseThreads: null });
+    expect(parseConfig(`database: ./x.db\nlimits: { parseThreads: 1 }\n${tenant}`, 'c.yaml', {}).limits.parseThreads).toBe(1);
+    expect(problemsOf(() => parseConfig(`database: ./x.db\nlimits: { parseThreads: 0 }\n${tenant}`, 'c.yaml', {}))).toEqual([expect.stringMatching(/^limits\.parseThreads: must be >= 1/)]);
+  });
+
   it('reports every schema problem at once as path: message', () => {
     const yaml = `
 database: ./x.db

@@ -45,7 +45,7 @@ function makeConfig(smtpUrl?: string, tenants: TenantConfig[] = [makeTenant()]):
     discoveryConcurrency: 1,
     leaseSeconds: 60,
     settleRecheckSeconds: 0,
-    limits: { maxRecordBytes: 1 << 20 },
+    limits: { maxRecordBytes: 1 << 20, parseThreads: null },
     passwordDigest: {},
     log: { level: 'silent', format: 'json' },
     mail: {

@@ -28,6 +28,8 @@ export interface FileImportRequest {
   options: ImportOptions;
   encoding: string;
   maxRecordBytes: number;
+  /** Threads that read one large file at once (null: the cores, up to 4). */
+  parseThreads?: number | null;
   digestKey: Buffer | null;
   localPath: string;
   epoch: string;
@@ -138,7 +140,7 @@ export async function importFile(req: FileImportRequest): Promise<FileImportResu
     const header = (head as { header: string[] }).header;
     const present = new RowChecker(kind, mapped.map, req.options, req.tenant, null).present;
     stage = await req.store.directory.openStage({ tenant: req.tenant, kind: req.kind, keyColumn: kind.key, present, dir: scratch });
-    const summary = await stageFile({ parse: parseRequest, header, stage, keyIndex: req.options.fullSync, kinds: req.kinds, onProgress: req.onProgress, sha1: !req.follow });
+    const summary = await stageFile({ parse: parseRequest, header, stage, keyIndex: req.options.fullSync, kinds: req.kinds, onProgress: req.onProgress, sha1: !req.follow, maxParts: req.parseThreads ?? undefined });
     step('parseMs');
     if (summary.rejected) return await rejectedWith(summary.rejected, summary.sha1 || (await fileSha1()), mapped.map.original);
     const contentSha1 = req.follow ? await req.follow.sha1 : summary.sha1;

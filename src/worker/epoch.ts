@@ -160,7 +160,7 @@ async function processFile(ctx: RunContext, epoch: string, dir: string, name: st
   try {
     const result = await importFile({
       store: deps.store, kinds: deps.kinds, hasher: deps.hasher, tenant: tenant.id, kind, options: tenant.options, encoding: tenant.encoding,
-      maxRecordBytes: deps.config.limits.maxRecordBytes, digestKey: deps.digestKey, localPath: local, epoch, file: name, runId: ctx.runId,
+      maxRecordBytes: deps.config.limits.maxRecordBytes, parseThreads: deps.config.limits.parseThreads, digestKey: deps.digestKey, localPath: local, epoch, file: name, runId: ctx.runId,
       mode: opts.dryRun ? 'dry-run' : 'apply', onProgress: (rows) => opts.onProgress?.(tenant.id, name, rows), follow: download.follow,
     }).catch(async (err: unknown) => {
       // A failed download stops the parse too: the download's own error says what happened.

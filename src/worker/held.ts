@@ -70,7 +70,7 @@ async function applyHeld(ctx: RunContext, held: HeldUpload, dir: string): Promis
     await session.download(posix.join(dir, held.file), local);
     return await importFile({
       store: deps.store, kinds: deps.kinds, hasher: deps.hasher, tenant: tenant.id, kind: held.kind ?? '', options: { ...tenant.options },
-      encoding: tenant.encoding, maxRecordBytes: deps.config.limits.maxRecordBytes, digestKey: deps.digestKey, localPath: local, epoch: held.epoch,
+      encoding: tenant.encoding, maxRecordBytes: deps.config.limits.maxRecordBytes, parseThreads: deps.config.limits.parseThreads, digestKey: deps.digestKey, localPath: local, epoch: held.epoch,
       file: held.file, runId: ctx.runId, mode: 'apply', release: { heldImportId: held.importId },
     });
   } finally {

@@ -64,7 +64,7 @@ async function importKeepFile(ctx: RunContext, f: { name: string; kind: string; 
   const epoch = opts.dryRun ? epochName(new Date()) : await freeEpochName(session, deps.store, tenant);
   const result = await importFile({
     store: deps.store, kinds: deps.kinds, hasher: deps.hasher, tenant: tenant.id, kind: f.kind, options: tenant.options, encoding: tenant.encoding,
-    maxRecordBytes: deps.config.limits.maxRecordBytes, digestKey: deps.digestKey, localPath: f.local, epoch, file: f.name, runId: ctx.runId,
+    maxRecordBytes: deps.config.limits.maxRecordBytes, parseThreads: deps.config.limits.parseThreads, digestKey: deps.digestKey, localPath: f.local, epoch, file: f.name, runId: ctx.runId,
     mode: opts.dryRun ? 'dry-run' : 'apply', content: { path: f.remote, sha1: f.sha1 },
     onProgress: (rows) => opts.onProgress?.(tenant.id, f.name, rows),
   });
@@ -175,7 +175,7 @@ export async function previewLooseFiles(ctx: RunContext, loose: RemoteEntry[]): 
       await session.download(remote, local);
       const result = await importFile({
         store: deps.store, kinds: deps.kinds, hasher: null, tenant: tenant.id, kind, options: tenant.options, encoding: tenant.encoding,
-        maxRecordBytes: deps.config.limits.maxRecordBytes, digestKey: deps.digestKey, localPath: local, epoch, file: name, runId: ctx.runId, mode: 'dry-run',
+        maxRecordBytes: deps.config.limits.maxRecordBytes, parseThreads: deps.config.limits.parseThreads, digestKey: deps.digestKey, localPath: local, epoch, file: name, runId: ctx.runId, mode: 'dry-run',
       });
       ctx.result.epochs.push({ epoch, status: result.status, files: [result], remotePath: remote, notes: [] });
     } finally {
