@@ -18,7 +18,8 @@ export interface TriggerFlags {
   json?: boolean;
 }
 
-const POLL_MS = 200;
+/** How often --wait looks at the trigger: one indexed read; soon after the run ends is what tier-2 waits for. */
+const POLL_MS = 100;
 
 export async function triggerCommand(flags: TriggerFlags): Promise<number> {
   const app = await openApp(flags.config);
