@@ -47,23 +47,14 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
   const size = await follow.size(() => fs.statSync(req.parse.file).size);
   const base: ParseRequest = { ...req.parse, mode: 'stage', header: req.header, sha1: req.sha1 ?? true };
   const stage = req.stage;
-  if (stage.sink === 'batches') {
-    const s = await parse(
-      { ...base, sink: { type: 'copy' } },
-      async (e) => {
-        if (e.type !== 'batch') return;
-        await stage.write(e.batch);
-        req.onProgress?.(e.rowsSoFar);
-      },
-      { thread: size >= MIN_PART_BYTES, kinds: req.kinds },
-    );
-    return outcome([s]);
-  }
   const count = await partsFor(req.parse.file, follow, size, req.parse.encoding, req.maxParts);
   let summaries = await stageParts(req, base, size, count);
-  if (summaries.some((s, k) => s.misaligned && k < count - 1)) summaries = await stageParts(req, base, size, 1);
+  if (summaries.some((s, k) => s.misaligned && k < count - 1)) {
+    if (stage.sink === 'batches') await stage.reset();
+    summaries = await stageParts(req, base, size, 1);
+  }
   const result = outcome(summaries);
-  if (result.rejected === null) {
+  if (result.rejected === null && stage.sink === 'files') {
     await stage.adopt(summaries.map((s, k) => ({ file: stage.partFile(k), firstLine: s.firstLine, valid: s.valid, failed: s.failed })));
   }
   return result;
@@ -71,18 +62,31 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
 
 /**
  * Every part at once, each on a thread of its own (whose heap is capped: on this thread parsing
- * would grow the young generation to 64 MB), but for a small file, read inline in one part.
+ * would grow the young generation to 64 MB), but for a small file, read inline in one part. A
+ * stage that takes files gets a file a part; one that takes batches gets every part's batches,
+ * one at a time, as they come.
  */
 async function stageParts(req: StageFileRequest, base: ParseRequest, size: number, count: number): Promise<ParseSummary[]> {
-  const stage = req.stage as Extract<Stage, { sink: 'files' }>;
+  const stage = req.stage;
   const filter = KeyFilter.buffer(size / 40) as SharedArrayBuffer;
   const stopOthers = new AbortController();
   const progress: number[] = new Array(count).fill(0);
+  let writes = Promise.resolve();
   const runs = progress.map((_, k) =>
     parse(
-      { ...base, part: { index: k, count }, filter, sink: { type: 'part-file', file: stage.partFile(k), keyIndex: req.keyIndex }, sha1: base.sha1 && k === 0 },
-      (e) => {
-        if (e.type !== 'progress') return;
+      {
+        ...base,
+        part: { index: k, count },
+        filter,
+        sink: stage.sink === 'files' ? { type: 'part-file', file: stage.partFile(k), keyIndex: req.keyIndex } : { type: 'copy' },
+        sha1: base.sha1 && k === 0,
+      },
+      async (e) => {
+        if (e.type === 'batch' && stage.sink === 'batches') {
+          const batch = e.batch;
+          await (writes = writes.then(() => stage.write(batch)));
+        }
+        if (e.type !== 'progress' && e.type !== 'batch') return;
         progress[k] = e.rowsSoFar;
         req.onProgress?.(progress.reduce((a, b) => a + b, 0));
       },

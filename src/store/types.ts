@@ -394,6 +394,8 @@ export interface BatchStage extends StageBase {
   readonly sink: 'batches';
   /** Adds a batch of checked rows (back-pressure: await it). */
   write(batch: StageBatch): Promise<void>;
+  /** Forgets every row written so far (the file is read again, as one part). */
+  reset(): Promise<void>;
 }
 
 /**

@@ -80,6 +80,13 @@ export class PgStage implements BatchStage {
     for (const line of batch.repeats) this.repeats.push(line);
   }
 
+  async reset(): Promise<void> {
+    await this.client.query(`TRUNCATE ${this.rows}, ${this.failedKeys}, ${this.errors}`);
+    this.valid = 0;
+    this.failed = 0;
+    this.repeats = [];
+  }
+
   private async addProblems(items: { line: number; seq: number; p: RowProblem; raw: string[] | null }[]): Promise<void> {
     if (items.length === 0) return;
     await this.client.query(`INSERT INTO ${this.errors} SELECT * FROM unnest($1::integer[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::jsonb[])`, [
