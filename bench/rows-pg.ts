@@ -79,7 +79,7 @@ async function once(server: TestSftpServer, flags: Flags, pgServer: string, src:
     }
     if (byHand.problem) problems.push(byHand.problem);
     else if (byHand.usersInDb !== n) problems.push(`by hand: the users table holds ${fmt(byHand.usersInDb)} rows, expected ${fmt(n)}`);
-    return { cli, byHand, problems, startupSeconds: null };
+    return { cli, byHand, problems, startupSeconds: null, runSeconds: null };
   } finally {
     await byHandDb.drop();
     await directory.drop();

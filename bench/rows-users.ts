@@ -27,6 +27,8 @@ export interface RunNowTiming {
   seconds: number;
   /** From spawn to the run's started_at in the database: node, config, database, migrations. */
   startupSeconds: number;
+  /** The run itself, as the database records it: started_at to finished_at. */
+  runSeconds: number;
 }
 
 /** One repetition of a speed row: provisioner's run and the by-hand baseline's (row 7's too). */
@@ -35,6 +37,7 @@ export interface Side {
   byHand: ByHandResult | null;
   problems: string[];
   startupSeconds: number | null;
+  runSeconds: number | null;
 }
 
 /** The generated rosters of one N, in the server's /source folder (outside any tenant's). */
@@ -92,7 +95,10 @@ export async function usersRows(server: TestSftpServer, flags: Flags, src: UserS
     if (withResync) rows.push(memoryRow('3 memory, re-sync', n, resyncRuns));
   }
   const best = fastest(newRuns);
-  const runNow = best && !best.cli.problem && best.startupSeconds !== null ? { seconds: round(best.cli.m.seconds), startupSeconds: best.startupSeconds } : null;
+  const runNow =
+    best && !best.cli.problem && best.startupSeconds !== null && best.runSeconds !== null
+      ? { seconds: round(best.cli.m.seconds), startupSeconds: best.startupSeconds, runSeconds: best.runSeconds }
+      : null;
   return { rows, runNow };
 }
 
@@ -136,8 +142,10 @@ async function oneRepetition(
       if (byHand.problem) problems.push(byHand.problem);
       else if (byHand.usersInDb !== n) problems.push(`by hand: the users table holds ${fmt(byHand.usersInDb)} rows, expected ${fmt(n)}`);
       const started = queryValue<string>(dbFile, 'SELECT started_at FROM runs ORDER BY id DESC LIMIT 1');
+      const finished = queryValue<string>(dbFile, 'SELECT finished_at FROM runs ORDER BY id DESC LIMIT 1');
       const startupSeconds = started ? round((Date.parse(started) - cli.m.startedAtMs) / 1000) : null;
-      return { cli, byHand, problems, startupSeconds };
+      const runSeconds = started && finished ? round((Date.parse(finished) - Date.parse(started)) / 1000) : null;
+      return { cli, byHand, problems, startupSeconds, runSeconds };
     };
 
     const first = await step('new', firstFile);
