@@ -10,7 +10,6 @@ import { createLogger, type Logger } from './log.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/types.js';
 import type { RunDeps } from './worker/context.js';
-import type { Semaphore } from './worker/runner.js';
 
 export interface App {
   config: Config;
@@ -18,7 +17,7 @@ export interface App {
   kinds: KindRegistry;
   log: Logger;
   /** The dependencies of a tenant's run (the hashing pool starts on first use). */
-  runDeps(opts?: { processing?: Semaphore }): RunDeps;
+  runDeps(opts?: { processing?: RunDeps['processing'] }): RunDeps;
   close(): Promise<void>;
 }
 

@@ -56,6 +56,41 @@ export class PgConnection {
     }
   }
 
+  /**
+   * A connection of its own, outside the pool, that LISTENs on `channel` (a pooled client would
+   * go back to the pool, and its LISTEN with it). `alive` turns false when the connection is lost.
+   */
+  async listen(channel: string, onNotify: () => void): Promise<{ readonly alive: boolean; close(): Promise<void> }> {
+    const client = new pg.Client({ connectionString: this.url, application_name: 'provisioner', connectionTimeoutMillis: 15_000, keepAlive: true });
+    let alive = true;
+    let ended: Promise<void> | undefined;
+    const end = () => (ended ??= client.end().catch(() => {}));
+    client.on('error', () => {
+      alive = false;
+      void end();
+    });
+    client.on('end', () => (alive = false));
+    client.on('notification', (m) => {
+      if (m.channel === channel) onNotify();
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${channel}`);
+    } catch (err) {
+      await end();
+      throw err;
+    }
+    return {
+      get alive() {
+        return alive;
+      },
+      async close() {
+        alive = false;
+        await end();
+      },
+    };
+  }
+
   /** A client of its own until released (temporary tables, COPY). */
   async hold(): Promise<Client> {
     return this.pool.connect();
