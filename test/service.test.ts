@@ -145,6 +145,26 @@ describe('Daemon in-process', () => {
     }
   });
 
+  it.skipIf(!availableStores().includes('postgres'))('hears of a trigger at once on PostgreSQL (LISTEN), without waiting for the poll', async () => {
+    world = await World.start('embedded', 'daemon-listen', { store: 'postgres' });
+    world.addTenant('lincoln', { schedule: '0 0 1 1 *' });
+    const app = await openApp(world.configPath, { logLevel: 'silent' });
+    try {
+      const daemon = new Daemon(app, { triggerPollMs: 600_000 }); // the poll never comes in this test
+      await daemon.start();
+      try {
+        const id = await app.store.triggers.request('lincoln', 'test@here');
+        const t0 = Date.now();
+        await waitFor('the trigger to be taken', async () => (await app.store.triggers.get(id))?.pickedUpAt, 5000, 20);
+        expect(Date.now() - t0).toBeLessThan(2000);
+      } finally {
+        await daemon.stop();
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
   it.each(availableStores())('forgets schedule ticks older than a day when it starts (%s)', async (store) => {
     world = await World.start('embedded', `daemon-prune-${store}`, { store });
     world.addTenant('lincoln', { schedule: '0 0 1 1 *' });
