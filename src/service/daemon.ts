@@ -313,14 +313,15 @@ export class Daemon {
     }
     // On the way down, mail stays queued for the next start rather than hold up the stop.
     if (!signal.aborted && result.runId !== null) await deliverMail(this.deps, tenant.id);
-    if (result.settling.length) this.followUpWhenSettled(tenant, result);
+    if (result.settling.length) await this.safely('follow up', () => this.followUpWhenSettled(tenant, result));
   }
 
   /** A loose file not taken yet is looked at again when it will be, not at the next tick of a daily schedule. */
-  private followUpWhenSettled(tenant: TenantConfig, result: TenantRunResult): void {
+  private async followUpWhenSettled(tenant: TenantConfig, result: TenantRunResult): Promise<void> {
     if (this.state !== 'running') return;
     const at = Math.max(...result.settling.map((s) => Date.parse(s.takeAfter)));
-    const delayMs = Math.max(1000, at - Date.now() + 1000);
+    const delayMs = Math.max(1000, at - (await this.deps.store.now()).getTime() + 1000); // takeAfter is by the store's clock
+    if (this.state !== 'running') return;
     const files = result.settling.map((s) => printable(s.file));
     this.log.info({ tenant: tenant.id, files }, `${files.join(', ')} not taken yet; looking again in ${Math.round(delayMs / 1000)} s`);
     const timer = setTimeout(() => {
