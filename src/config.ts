@@ -186,13 +186,16 @@ export function resolveSftp(tenant: TenantConfig, env: NodeJS.ProcessEnv = proce
 function expandEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
   if (typeof value === 'string') {
     if (DEFERRED.some((d) => d.test(at))) return value;
+    // In a PostgreSQL URL (`postgres://provisioner:${PGPASSWORD}@host/db`) a value is
+    // percent-encoded: a password may hold @, :, / or % without breaking the URL.
+    const inUrl = at === 'database' && /^postgres(ql)?:\/\//i.test(value);
     return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
       const v = env[name];
       if (v === undefined) {
         problems.push(`${at || '(root)'}: environment variable ${name} is not set`);
         return '';
       }
-      return v;
+      return inUrl ? encodeURIComponent(v) : v;
     });
   }
   if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${at}[${i}]`, env, problems));

@@ -76,6 +76,8 @@ export async function checkDatabase(config: Config): Promise<Check[]> {
   try {
     const checks: Check[] = [];
     const version = await store.schema.serverVersion();
+    const unsupported = await store.schema.unsupported();
+    if (unsupported) return [fail(null, 'database', `${where}: ${unsupported.problem}`, unsupported.fix)];
     const { current, latest } = await store.schema.version();
     if (current > latest) {
       checks.push(fail(null, 'database', `${where} is at schema version ${current}, newer than this provisioner knows (${latest})`, 'upgrade provisioner on this machine to the version the other workers run'));

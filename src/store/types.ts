@@ -141,6 +141,8 @@ export interface SchemaStore {
   probeWrite(): Promise<void>;
   /** The server's version, for `doctor`. */
   serverVersion(): Promise<string>;
+  /** Why this server cannot be used (it is older than this provisioner needs) and what to do; null when it can. */
+  unsupported(): Promise<{ problem: string; fix: string } | null>;
 }
 
 export interface RunStore {

@@ -1,8 +1,8 @@
 // The PostgreSQL connection pool (node-postgres). A query, a transaction on one client, or a
 // client held for a while (staging uses temporary tables, which live in one session). The
-// password comes from the URL, or from the usual PG* variables (PGPASSWORD, ~/.pgpass is read by
-// libpq tools, not by node-postgres: use PGPASSWORD or the URL). BIGINT ids come back as
-// numbers: they stay far below 2^53.
+// password comes from the URL, else from PGPASSWORD, else from the password file (~/.pgpass, or
+// PGPASSFILE) as with libpq: node-postgres 8 reads it, and warns once that it will stop doing
+// so in version 9. BIGINT ids come back as numbers: they stay far below 2^53.
 import pg from 'pg';
 
 export type Client = pg.PoolClient;
