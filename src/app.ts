@@ -1,7 +1,7 @@
 // Everything a command needs, opened once from the configuration: the typed config, the store,
 // the file kinds and a logger; the password hashing pool and digest key when a run needs them.
 // Commands close it when they finish (idempotent).
-import { loadConfig, resolveConfigPath, type Config, type TenantConfig } from './config.js';
+import { loadConfig, resolveConfigPath, resolveDigestKey, type Config, type TenantConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { ScryptPool, type Hasher } from './import/hash-pool.js';
 import { KindRegistry } from './import/kinds.js';
@@ -37,7 +37,7 @@ export async function openApp(configFlag: string | undefined, opts: { logLevel?:
     log,
     runDeps(o = {}) {
       hasher ??= new ScryptPool();
-      digestKey ??= loadDigestKey(config.passwordDigest);
+      digestKey ??= loadDigestKey({ ...config.passwordDigest, key: config.passwordDigest.key === undefined ? undefined : resolveDigestKey(config.passwordDigest.key) });
       return { config, store, kinds, log, hasher, digestKey, processing: o.processing };
     },
     async close() {

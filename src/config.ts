@@ -155,10 +155,18 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
 
 /**
  * Keys whose `${NAME}` is filled in only when used: a tenant's SFTP credentials (when that tenant
- * is connected to) and the SMTP URL (when mail is sent). `status`, `users` or another tenant's
- * run must not fail because one tenant's secret is not in this shell.
+ * is connected to), the SMTP URL (when mail is sent) and the password digest key (when a file is
+ * imported). `status`, `users`, `trigger` or another tenant's run must not fail because one of
+ * these secrets is not in this shell (an operator's machine has only the database's).
  */
-const DEFERRED = [/^tenants\.[^.]+\.sftp\.(password|passphrase|privateKey)$/, /^mail\.smtp$/];
+const DEFERRED = [/^tenants\.[^.]+\.sftp\.(password|passphrase|privateKey)$/, /^mail\.smtp$/, /^passwordDigestKey$/];
+
+/** The digest key as configured, `${NAME}` filled in (ConfigError when unset or too short). */
+export function resolveDigestKey(key: string, env: NodeJS.ProcessEnv = process.env): string {
+  const value = expandSecret(key, 'passwordDigestKey', env);
+  if (value.length < 16) throw new ConfigError(`passwordDigestKey: must be at least 16 characters (\`openssl rand -base64 32\` makes one)`);
+  return value;
+}
 
 const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
@@ -360,6 +368,9 @@ function httpConfig(raw: NonNullable<RawConfig['http']>): HttpConfig {
 /** Checks a JSON Schema cannot express: credentials, key files, kinds, cron, time zones. */
 function semanticProblems(config: Config): string[] {
   const problems: string[] = [];
+  const digestKey = config.passwordDigest.key;
+  if (digestKey !== undefined && !ENV_REF.test(digestKey) && digestKey.length < 16) problems.push('passwordDigestKey: must be at least 16 characters');
+  ENV_REF.lastIndex = 0;
   const kinds = new KindRegistry();
   // Thousands of tenants share a few schedules, zones, encodings and keys: each distinct value is
   // checked once (a time zone check builds an ICU formatter: 10,000 of them were most of start-up).

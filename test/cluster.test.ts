@@ -153,6 +153,7 @@ describe.skipIf(!availableStores().includes('postgres'))('a cluster of daemons o
     // More triggers than one daemon's slots (1): the big one first.
     const r = await w.cli(['trigger', '--tenant', 'big', '--tenant', 'small-1', '--tenant', 'small-2']);
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('2 running daemons serve it: the first with a free slot picks it up');
     await waitFor('every trigger finished', () => count(w, 'SELECT count(*) AS n FROM triggers WHERE finished_at IS NULL') === 0, 120_000, 200);
 
     const triggers = w.query<{ tenant: string; requested_at: string; picked_up_at: string; picked_up_by: string; finished_at: string; status: string }>(

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import posix from 'node:path/posix';
 import nodemailer from 'nodemailer';
-import { expandSecret, loadConfig, resolveSftp, type Config, type SftpSettings, type TenantConfig } from '../config.js';
+import { expandSecret, loadConfig, resolveDigestKey, resolveSftp, type Config, type SftpSettings, type TenantConfig } from '../config.js';
 import { ConfigError, errorMessage, HostKeyMismatchError } from '../errors.js';
 import { describeDatabase, openStore } from '../store/open.js';
 import { checkTemplates } from '../mail/templates.js';
@@ -47,7 +47,14 @@ export function checkConfig(file: string): { check: Check; config?: Config } {
  */
 export function checkDigestKey(config: Config): Check {
   const { key, keyFile, defaultFile } = config.passwordDigest;
-  if (key) return ok(null, 'password digests', 'keyed by passwordDigestKey');
+  if (key) {
+    try {
+      resolveDigestKey(key);
+    } catch (err) {
+      return fail(null, 'password digests', errorMessage(err), 'set the variable in the environment of provisioner (the same key on every worker)');
+    }
+    return ok(null, 'password digests', 'keyed by passwordDigestKey');
+  }
   const file = keyFile ?? defaultFile;
   if (file) {
     try {
