@@ -295,6 +295,8 @@ describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
     const freed = Date.now();
     await waitFor('the waiting tick to take the new upload', () => world.exists('/lincoln/upload/bak/20240101-020000/result.json'), 10_000);
     process.stderr.write(`[busy tick on ${kind}, ${store}] ran ${Date.now() - freed} ms after run --now finished\n`);
+    // The upload is filed a moment before its run is recorded as finished.
+    await waitFor('the run to finish', () => count(world, "SELECT count(*) AS n FROM runs WHERE status = 'running'") === 0, 10_000);
     expect(world.query('SELECT reason, status FROM runs ORDER BY id')).toEqual([
       { reason: 'now', status: 'ok' },
       { reason: 'schedule', status: 'ok' },
