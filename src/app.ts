@@ -1,7 +1,7 @@
 // Everything a command needs, opened once from the configuration: the typed config, the store,
 // the file kinds and a logger; the password hashing pool and digest key when a run needs them.
 // Commands close it when they finish (idempotent).
-import { loadConfig, resolveConfigPath, type Config, type TenantConfig } from './config.js';
+import { loadConfig, resolveConfigPath, resolveDigestKey, type Config, type TenantConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { ScryptPool, type Hasher } from './import/hash-pool.js';
 import { KindRegistry } from './import/kinds.js';
@@ -10,7 +10,6 @@ import { createLogger, type Logger } from './log.js';
 import { openStore } from './store/open.js';
 import type { Store } from './store/types.js';
 import type { RunDeps } from './worker/context.js';
-import type { Semaphore } from './worker/runner.js';
 
 export interface App {
   config: Config;
@@ -18,7 +17,7 @@ export interface App {
   kinds: KindRegistry;
   log: Logger;
   /** The dependencies of a tenant's run (the hashing pool starts on first use). */
-  runDeps(opts?: { processing?: Semaphore }): RunDeps;
+  runDeps(opts?: { processing?: RunDeps['processing'] }): RunDeps;
   close(): Promise<void>;
 }
 
@@ -38,7 +37,7 @@ export async function openApp(configFlag: string | undefined, opts: { logLevel?:
     log,
     runDeps(o = {}) {
       hasher ??= new ScryptPool();
-      digestKey ??= loadDigestKey(config.passwordDigest);
+      digestKey ??= loadDigestKey({ ...config.passwordDigest, key: config.passwordDigest.key === undefined ? undefined : resolveDigestKey(config.passwordDigest.key) });
       return { config, store, kinds, log, hasher, digestKey, processing: o.processing };
     },
     async close() {

@@ -11,6 +11,9 @@ import { parseYaml } from './yaml.js';
 import { ConfigError } from './errors.js';
 import { KindRegistry } from './import/kinds.js';
 import { schemasDir } from './paths.js';
+import { expandEnv, hasEnvRef } from './config-env.js';
+
+export { expandSecret, resolveDigestKey, resolveSftp } from './config-env.js';
 
 const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
@@ -152,57 +155,6 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   problems.push(...semanticProblems(config));
   if (problems.length) throw new ConfigError(`${file} has ${problems.length} problem(s):`, problems);
   return config;
-}
-
-/**
- * Keys whose `${NAME}` is filled in only when used: a tenant's SFTP credentials (when that tenant
- * is connected to) and the SMTP URL (when mail is sent). `status`, `users` or another tenant's
- * run must not fail because one tenant's secret is not in this shell.
- */
-const DEFERRED = [/^tenants\.[^.]+\.sftp\.(password|passphrase|privateKey)$/, /^mail\.smtp$/];
-
-const ENV_REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
-
-/** Fills in `${NAME}` in one deferred value; the error names the variable and the key. */
-export function expandSecret(value: string, at: string, env: NodeJS.ProcessEnv = process.env): string {
-  const missing: string[] = [];
-  const out = value.replace(ENV_REF, (_m, name: string) => env[name] ?? (missing.push(name), ''));
-  if (missing.length) throw new ConfigError(`${at}: environment variable ${missing.join(', ')} is not set`);
-  return out;
-}
-
-/** A tenant's SFTP settings with its secrets filled in (ConfigError naming what is missing). */
-export function resolveSftp(tenant: TenantConfig, env: NodeJS.ProcessEnv = process.env): SftpSettings {
-  const at = `tenants.${tenant.id}.sftp`;
-  const { password, passphrase, privateKey } = tenant.sftp;
-  return {
-    ...tenant.sftp,
-    password: password === undefined ? undefined : expandSecret(password, `${at}.password`, env),
-    passphrase: passphrase === undefined ? undefined : expandSecret(passphrase, `${at}.passphrase`, env),
-    privateKey: privateKey === undefined ? undefined : expandSecret(privateKey, `${at}.privateKey`, env),
-  };
-}
-
-/** Replace `${NAME}` in every string; an unset variable is a problem naming it and its key. */
-function expandEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
-  if (typeof value === 'string') {
-    if (DEFERRED.some((d) => d.test(at))) return value;
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
-      const v = env[name];
-      if (v === undefined) {
-        problems.push(`${at || '(root)'}: environment variable ${name} is not set`);
-        return '';
-      }
-      return v;
-    });
-  }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${at}[${i}]`, env, problems));
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, expandEnv(v, at ? `${at}.${k}` : k, env, problems)]),
-    );
-  }
-  return value;
 }
 
 let validateSchema: ReturnType<Ajv['compile']> | undefined;
@@ -358,6 +310,8 @@ function httpConfig(raw: NonNullable<RawConfig['http']>): HttpConfig {
 /** Checks a JSON Schema cannot express: credentials, key files, kinds, cron, time zones. */
 function semanticProblems(config: Config): string[] {
   const problems: string[] = [];
+  const digestKey = config.passwordDigest.key;
+  if (digestKey !== undefined && !hasEnvRef(digestKey) && digestKey.length < 16) problems.push('passwordDigestKey: must be at least 16 characters');
   const kinds = new KindRegistry();
   // Thousands of tenants share a few schedules, zones, encodings and keys: each distinct value is
   // checked once (a time zone check builds an ICU formatter: 10,000 of them were most of start-up).

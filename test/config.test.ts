@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig, resolveSftp } from '../src/config.js';
+import { loadConfig, parseConfig, resolveDigestKey, resolveSftp } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -52,6 +52,24 @@ describe('configuration', () => {
     const lincoln = config.tenants.find((t) => t.id === 'lincoln-usd')!;
     expect(() => resolveSftp(lincoln, {})).toThrow('tenants.lincoln-usd.sftp.password: environment variable LINCOLN_SFTP_PASSWORD is not set');
     expect(resolveSftp(lincoln, { LINCOLN_SFTP_PASSWORD: 's3cret' }).password).toBe('s3cret');
+  });
+
+  it('loads without the digest key in the environment (an operator\'s machine), fills it in when a file is imported, and percent-encodes values in a PostgreSQL URL', () => {
+    const yaml = [
+      'database: postgres://provisioner:${PGPASSWORD}@db.vendor.example/provisioning',
+      'passwordDigestKey: ${PROVISIONER_DIGEST_KEY}',
+      'mail: { from: "p@vendor.example" }',
+      'tenants:',
+      '  lincoln: { sftp: { host: sftp.example, username: l, password: "${L_PW}" }, files: { users.csv: samegoal-users }, notify: { when: never } }',
+    ].join('\n');
+    const config = parseConfig(yaml, 'config.yaml', { PGPASSWORD: 'p@ss:w/rd%' });
+    expect(config.database).toBe('postgres://provisioner:p%40ss%3Aw%2Frd%25@db.vendor.example/provisioning');
+    expect(() => resolveDigestKey(config.passwordDigest.key!, {})).toThrow('passwordDigestKey: environment variable PROVISIONER_DIGEST_KEY is not set');
+    expect(() => resolveDigestKey(config.passwordDigest.key!, { PROVISIONER_DIGEST_KEY: 'short' })).toThrow('passwordDigestKey: must be at least 16 characters');
+    expect(resolveDigestKey(config.passwordDigest.key!, { PROVISIONER_DIGEST_KEY: 'a key of sixteen or more' })).toBe('a key of sixteen or more');
+    expect(problemsOf(() => parseConfig(yaml.replace('${PROVISIONER_DIGEST_KEY}', 'too short'), 'config.yaml', { PGPASSWORD: 'x' }))).toEqual([
+      'passwordDigestKey: must be at least 16 characters',
+    ]);
   });
 
   it('takes a tenant without a host key (or with the README\'s placeholder) as not pinned yet', () => {

@@ -75,6 +75,25 @@ describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
     if (world.server.password) expect(d.output()).not.toContain(world.server.password);
   });
 
+  it('runs each scheduled tick once, whichever of two daemons claims it', async () => {
+    world.addTenant('lincoln', { schedule: '*/3 * * * * *' });
+    const [a, b] = [start(), start()];
+    await Promise.all([started(a), started(b)]);
+    await waitFor('five ticks', () => count(world, 'SELECT count(*) AS n FROM schedule_ticks') >= 5, 40_000, 200);
+    expect(await a.stop()).toBe(0);
+    expect(await b.stop()).toBe(0);
+    const ticks = world.query<{ due_at: string; owner: string }>('SELECT due_at, owner FROM schedule_ticks ORDER BY due_at');
+    const runs = world.query<{ started_at: string; owner: string }>("SELECT started_at, owner FROM runs WHERE reason = 'schedule' ORDER BY id");
+    const owners = new Set(world.query<{ owner: string }>('SELECT owner FROM daemons').map((d) => d.owner));
+    // One run per tick, by the daemon that claimed it (the last tick may have come as they stopped).
+    for (const t of ticks.slice(0, -1)) {
+      const at = Date.parse(t.due_at);
+      expect(owners.has(t.owner)).toBe(true);
+      expect(runs.filter((r) => Date.parse(r.started_at) >= at && Date.parse(r.started_at) < at + 3000).map((r) => r.owner), t.due_at).toEqual([t.owner]);
+    }
+    expect(runs.length).toBeLessThanOrEqual(ticks.length);
+  });
+
   it('looks again once a loose file has had time to settle, instead of waiting for the next scheduled run', async () => {
     world.addTenant('lincoln', { schedule: NEVER_SOON, settleSeconds: 2 });
     const d = start();
@@ -276,6 +295,8 @@ describe.each(availableStores())(`daemon on ${kind} sftp, %s`, (store) => {
     const freed = Date.now();
     await waitFor('the waiting tick to take the new upload', () => world.exists('/lincoln/upload/bak/20240101-020000/result.json'), 10_000);
     process.stderr.write(`[busy tick on ${kind}, ${store}] ran ${Date.now() - freed} ms after run --now finished\n`);
+    // The upload is filed a moment before its run is recorded as finished.
+    await waitFor('the run to finish', () => count(world, "SELECT count(*) AS n FROM runs WHERE status = 'running'") === 0, 10_000);
     expect(world.query('SELECT reason, status FROM runs ORDER BY id')).toEqual([
       { reason: 'now', status: 'ok' },
       { reason: 'schedule', status: 'ok' },

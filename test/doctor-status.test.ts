@@ -124,6 +124,9 @@ describe.each(worlds())('doctor and status on %s', (_label, kind, store) => {
 
     const text = await world.cli(['status']);
     expect(text.stdout).toContain('daemon: not running');
+    // Which process ran the last run (with several workers: which machine's log to read).
+    const [host, pid] = String(s.lastRun.owner).split(':');
+    expect(text.stdout).toContain(`(now, on ${host}, pid ${pid})`);
     expect(text.stdout).toMatch(/lincoln\s*│.*│\s*errors\s*│.*│\s*-\s*│\s*1\s*│\s*-\s*│\s*2/);
     expect(text.stdout).toContain('held: 20240102-020000/users.csv');
     expect(text.stdout).toContain('provisioner release --tenant lincoln 20240102-020000');

@@ -8,7 +8,8 @@ import { age, dbUsers, epochsIn, listRemote, mails, resultJson } from './harness
 import { PERMANENT_TRIES } from '../src/mail/delivery.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
 import { startTestSmtpServer, type TestSmtpServer } from './harness/smtp-server.js';
-import { csv, World } from './harness/world.js';
+import { availableStores } from './harness/stores.js';
+import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 const OPERATORS = ['ops@vendor.example'];
@@ -17,10 +18,10 @@ const user = (i: number, last = `Last${i}`) => `u${i},First${i},${last},u${i}@li
 const ten = Array.from({ length: 10 }, (_, i) => user(i));
 const active = (world: World) => dbUsers(world, 'lincoln').filter((u) => u.active).map((u) => u.external_id);
 
-describe.each(availableSftpServerKinds())('every outcome reported once on %s sftp', (kind) => {
+describe.each(worlds())('every outcome reported once on %s', (_label, kind, store) => {
   let world: World;
   beforeEach(async (ctx) => {
-    world = await World.start(kind, `outcomes-${kind}-${ctx.task.name}`);
+    world = await World.start(kind, `outcomes-${kind}-${store}-${ctx.task.name}`, { store });
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', outbox: './data/outbox', operators: OPERATORS });
     world.addTenant('lincoln', { options: { fullSync: true, maxDeactivatePercent: 10 }, notify: { to: [IT], when: 'failures' } });
   });
@@ -191,11 +192,11 @@ describe.each(availableSftpServerKinds())('every outcome reported once on %s sft
 
 // A mail server that refuses the report for good (5xx): tried a bounded number of times, then
 // given up, and `status` (what operators read) says so. One SFTP server kind: the mail is the point.
-describe('a report the mail server refuses for good', () => {
+describe.each(availableStores())('a report the mail server refuses for good, on %s', (store) => {
   let world: World;
   let smtp: TestSmtpServer;
   beforeEach(async (ctx) => {
-    world = await World.start(availableSftpServerKinds()[0], `outcomes-smtp-${ctx.task.name}`);
+    world = await World.start(availableSftpServerKinds()[0], `outcomes-smtp-${store}-${ctx.task.name}`, { store });
     smtp = await startTestSmtpServer();
     world.set('mail', { from: 'Provisioning <provisioning@vendor.example>', smtp: smtp.url, operators: OPERATORS, retrySeconds: 1 });
     world.addTenant('lincoln', { notify: { to: [IT], when: 'failures' } });

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import Papa from 'papaparse';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execute } from './harness/stores.js';
 import { csv, World, worlds } from './harness/world.js';
 
 const HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
@@ -139,6 +140,36 @@ describe.each(worlds())('spine on %s', (_label, kind, store) => {
     expect(world.query<{ n: number }>('SELECT count(*) AS n FROM users')[0].n).toBe(150_000);
     expect(world.query<{ n: number }>("SELECT count(*) AS n FROM imports WHERE status = 'applied'")[0].n).toBe(1);
   }, 120_000);
+
+  it("never takes an upload a live worker elsewhere has claimed (by its claim file or the store's lease), and takes one whose lease ran out", async () => {
+    const elsewhere = 'worker-2.elsewhere.example:4242:0badcafe';
+    const claimFile = (expiresInMs: number) =>
+      JSON.stringify({ owner: elsewhere, claimedAt: new Date(Date.now() - 10_000).toISOString(), expiresAt: new Date(Date.now() + expiresInMs).toISOString() });
+    const claimed = (epoch: string, user: string, claim: string | null) => {
+      const dir = `/lincoln/upload/.processing/${epoch}`;
+      world.putFile(`${dir}/users.csv`, csv(HEADER, `${user},Ada,Lovelace,${user}@lincoln.example,teacher,100,1`));
+      world.putFile(`${dir}/COMPLETE`, '');
+      if (claim) world.putFile(`${dir}/.provisioner-claim.json`, claim);
+    };
+    // A worker that shares no database with us, its lease good for ten more minutes; one whose
+    // lease ran out a minute ago; and one that shares our database (its claim file not written yet).
+    claimed('20240101-020000', 'u1', claimFile(600_000));
+    claimed('20240102-020000', 'u2', claimFile(-60_000));
+    claimed('20240103-020000', 'u3', null);
+    expect((await world.cli(['run', '--tenant', 'lincoln', '--now', '--dry-run'])).code).toBe(0); // makes the database
+    await execute(world.database, 'INSERT INTO claims (tenant, epoch, owner, claimed_at, expires_at) VALUES (?, ?, ?, ?, ?)',
+      'lincoln', '20240103-020000', elsewhere, new Date().toISOString(), new Date(Date.now() + 600_000).toISOString());
+
+    const r = await world.cli(['run', '--tenant', 'lincoln', '--now']);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    for (const epoch of ['20240101-020000', '20240103-020000']) {
+      expect(r.stderr).toContain(`epoch ${epoch} is being processed by ${elsewhere}`);
+      expect(world.exists(`/lincoln/upload/.processing/${epoch}/users.csv`)).toBe(true);
+    }
+    expect(r.stderr).toContain('recovering epoch 20240102-020000');
+    expect(world.exists('/lincoln/upload/bak/20240102-020000/result.json')).toBe(true);
+    expect((await world.usersJson('lincoln')).map((u) => u.externalId)).toEqual(['u2']);
+  });
 
   it('rejects a misnamed file and says which names are expected', async () => {
     world.putEpoch('lincoln', '20240101-020000', { 'usrs.csv': csv(HEADER, 'u1,Ada,Lovelace,ada@lincoln.example,,,') });

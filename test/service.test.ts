@@ -5,6 +5,8 @@ import { openApp } from '../src/app.js';
 import type { TenantConfig } from '../src/config.js';
 import { Daemon } from '../src/service/daemon.js';
 import { RunQueue, type Job } from '../src/service/run-queue.js';
+import { Semaphore } from '../src/worker/runner.js';
+import { availableStores } from './harness/stores.js';
 import { nextRunOf, Scheduler } from '../src/service/schedule.js';
 import { liveDaemons } from '../src/service/status.js';
 import { waitFor } from './harness/daemon.js';
@@ -44,6 +46,40 @@ describe('run queue', () => {
     release.get('c')!();
     release.get('a')!();
     await q.idle();
+  });
+
+  it('starts a run that holds a processing slot first, and a merged request hands its slot over or back', async () => {
+    const started: string[] = [];
+    const done = new Map<string, () => void>();
+    const q = new RunQueue(1, (job: Job) => {
+      started.push(`${job.tenant.id}:${job.slot ? 'slot' : 'none'}`);
+      return new Promise<void>((resolve) => done.set(job.tenant.id, resolve));
+    });
+    const slots = new Semaphore(2);
+    q.add({ tenant: tenant('a'), reason: 'schedule', triggers: [] });
+    q.add({ tenant: tenant('b'), reason: 'schedule', triggers: [] });
+    q.add({ tenant: tenant('c'), reason: 'trigger', triggers: [1], slot: slots.tryAcquire()! });
+    expect(q.add({ tenant: tenant('b'), reason: 'trigger', triggers: [2], slot: slots.tryAcquire()! })).toBe('merged'); // b waited without one: takes it
+    expect(slots.tryAcquire()).toBeNull(); // both slots promised
+    let handedBack = false;
+    expect(q.add({ tenant: tenant('c'), reason: 'trigger', triggers: [3], slot: () => (handedBack = true) })).toBe('merged'); // c has one already
+    expect(handedBack).toBe(true);
+    done.get('a')!();
+    await waitFor('the next run', () => started.length === 2);
+    expect(started).toEqual(['a:none', 'b:slot']); // b and c hold slots; b asked first
+    q.close().forEach((j) => j.slot?.());
+    done.get('b')!();
+    await q.idle();
+  });
+
+  it('hands a released slot to the one waiting for it, never to tryAcquire in between', async () => {
+    const s = new Semaphore(1);
+    const first = s.tryAcquire()!;
+    const waiting = s.acquire();
+    first();
+    expect(s.tryAcquire()).toBeNull();
+    (await waiting)();
+    expect(s.tryAcquire()).not.toBeNull();
   });
 
   it('computes the next run in the tenant time zone', () => {
@@ -104,6 +140,49 @@ describe('Daemon in-process', () => {
       expect(await liveDaemons(app.store)).toEqual([]);
       await daemon.start(); // a stopped daemon stays stopped
       expect(daemon.isRunning).toBe(false);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it.skipIf(!availableStores().includes('postgres'))('hears of a trigger at once on PostgreSQL (LISTEN), without waiting for the poll', async () => {
+    world = await World.start('embedded', 'daemon-listen', { store: 'postgres' });
+    world.addTenant('lincoln', { schedule: '0 0 1 1 *' });
+    const app = await openApp(world.configPath, { logLevel: 'silent' });
+    try {
+      const daemon = new Daemon(app, { triggerPollMs: 600_000 }); // the poll never comes in this test
+      await daemon.start();
+      try {
+        const id = await app.store.triggers.request('lincoln', 'test@here');
+        const t0 = Date.now();
+        await waitFor('the trigger to be taken', async () => (await app.store.triggers.get(id))?.pickedUpAt, 5000, 20);
+        expect(Date.now() - t0).toBeLessThan(2000);
+      } finally {
+        await daemon.stop();
+      }
+    } finally {
+      await app.close();
+    }
+  });
+
+  it.each(availableStores())('forgets schedule ticks older than a day when it starts (%s)', async (store) => {
+    world = await World.start('embedded', `daemon-prune-${store}`, { store });
+    world.addTenant('lincoln', { schedule: '0 0 1 1 *' });
+    const app = await openApp(world.configPath, { logLevel: 'silent' });
+    try {
+      const now = await app.store.now();
+      const old = new Date(now.getTime() - 25 * 3600_000).toISOString();
+      const recent = new Date(now.getTime() - 3600_000).toISOString();
+      await app.store.schedule.claimTick('lincoln', old, 'someone');
+      await app.store.schedule.claimTick('lincoln', recent, 'someone');
+      const daemon = new Daemon(app, { triggerPollMs: 100 });
+      await daemon.start();
+      try {
+        await waitFor('the old tick to go', () => world!.query('SELECT * FROM schedule_ticks').length === 1, 10_000);
+        expect(world.query<{ due_at: string }>('SELECT due_at FROM schedule_ticks').map((r) => new Date(r.due_at).toISOString())).toEqual([recent]);
+      } finally {
+        await daemon.stop();
+      }
     } finally {
       await app.close();
     }

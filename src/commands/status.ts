@@ -6,6 +6,7 @@ import { openApp, selectTenants } from '../app.js';
 import { feedTimes } from '../service/overdue.js';
 import { liveDaemons, tenantStatus, type LiveDaemon, type TenantStatus } from '../service/status.js';
 import { printable } from '../text.js';
+import { parseOwner } from '../worker/identity.js';
 
 export async function statusCommand(flags: { config?: string; tenant?: string[]; json?: boolean }): Promise<number> {
   const app = await openApp(flags.config);
@@ -26,6 +27,12 @@ export async function statusCommand(flags: { config?: string; tenant?: string[];
 }
 
 const when = (iso: string | null): string => (iso ? iso.slice(0, 19).replace('T', ' ') + 'Z' : '');
+
+/** Which process ran it: `on host, pid N` (with several workers, which machine to look at). */
+function ranBy(owner: string): string {
+  const { host, pid } = parseOwner(owner);
+  return Number.isInteger(pid) && pid > 0 ? `on ${host}, pid ${pid}` : `by ${owner}`;
+}
 
 function renderStatus(statuses: TenantStatus[], daemons: LiveDaemon[]): string {
   const out: string[] = [];
@@ -51,7 +58,7 @@ function renderStatus(statuses: TenantStatus[], daemons: LiveDaemon[]): string {
       .join(', ');
     overview.push([
       s.tenant,
-      r ? `${when(r.startedAt)} (${r.reason})` : 'never',
+      r ? `${when(r.startedAt)} (${r.reason}, ${ranBy(r.owner)})` : 'never',
       (r ? r.status : '') + (s.feed.overdue ? ' (overdue)' : ''),
       s.enabled ? `${when(s.nextRun)}${s.daemon.running ? '' : ' (daemon down)'}` : 'disabled',
       pending || '-',

@@ -31,17 +31,20 @@ export async function triggerCommand(flags: TriggerFlags): Promise<number> {
     }
     const by = requester();
     const daemons = await liveDaemons(app.store);
-    const requests: { tenant: string; id: number; daemon: LiveDaemon | undefined; requestedAt: number }[] = [];
+    const requests: { tenant: string; id: number; daemon: LiveDaemon | undefined; serving: number; requestedAt: number }[] = [];
     for (const t of tenants) {
-      requests.push({ tenant: t.id, id: await app.store.triggers.request(t.id, by), daemon: daemons.find((d) => d.tenants.includes(t.id)), requestedAt: Date.now() });
+      const serving = daemons.filter((d) => d.tenants.includes(t.id));
+      requests.push({ tenant: t.id, id: await app.store.triggers.request(t.id, by), daemon: serving[0], serving: serving.length, requestedAt: Date.now() });
     }
     const orphans = requests.filter((r) => !r.daemon);
     if (!flags.json) {
       for (const r of requests) {
         process.stdout.write(
-          r.daemon
-            ? `trigger ${r.id} queued for ${r.tenant} (by ${by}); a running daemon (${describe(r.daemon)}) will pick it up within 5 seconds.\n`
-            : `trigger ${r.id} queued for ${r.tenant} (by ${by}).\n`,
+          r.serving > 1
+            ? `trigger ${r.id} queued for ${r.tenant} (by ${by}); ${r.serving} running daemons serve it: the first with a free slot picks it up, within 5 seconds unless all are busy.\n`
+            : r.daemon
+              ? `trigger ${r.id} queued for ${r.tenant} (by ${by}); a running daemon (${describe(r.daemon)}) will pick it up within 5 seconds.\n`
+              : `trigger ${r.id} queued for ${r.tenant} (by ${by}).\n`,
         );
       }
     }

@@ -42,24 +42,30 @@ export const PERMANENT_TRIES = 3;
 /** Temporary failures (4xx, the server down) are retried with back-off this many times (about a day). */
 export const MAX_TRIES = 30;
 
+/**
+ * Sends what is due. Every time is the store's clock (`opts.now` stands in for it in tests), read
+ * again for each message: workers whose clocks differ agree on a lease, and a long pass never
+ * claims a message with a lease that has already run out.
+ */
 export async function deliverQueuedMail(
   store: Store,
   config: Config,
   opts: { tenant?: string; now?: Date; log?: DeliveryLog } = {},
 ): Promise<DeliveryResult> {
-  const now = opts.now ?? new Date();
+  const clock = (): Promise<Date> => (opts.now ? Promise.resolve(opts.now) : store.now());
   const log = opts.log;
-  const due = await store.mail.due(now, opts.tenant);
+  const due = await store.mail.due(await clock(), opts.tenant);
   let sent = 0;
   let failed = 0;
   if (due.length > 0) {
     const sender = await openSender(config);
     // Another process (a daemon elsewhere, a `run --now`) may deliver the same queue: whoever
     // claims a message first owns it, for a lease long enough for any send.
-    const leaseUntil = new Date(now.getTime() + Math.max(600, 4 * config.mail.timeoutSeconds) * 1000);
+    const leaseMs = Math.max(600, 4 * config.mail.timeoutSeconds) * 1000;
     try {
       for (const id of due) {
-        const row = await store.mail.claim(id, now, leaseUntil); // one at a time: attachments can be large
+        const now = await clock();
+        const row = await store.mail.claim(id, now, new Date(now.getTime() + leaseMs)); // one at a time: attachments can be large
         if (!row) continue;
         const about = { mailId: row.id, tenant: row.tenant, key: row.dedupeKey, attempt: row.attempts };
         try {
@@ -77,7 +83,7 @@ export async function deliverQueuedMail(
             await store.mail.markFailed(row.id, error);
             log?.error({ ...about, error }, `mail not sent after ${row.attempts} tries; given up (${permanent ? 'the server refuses it' : 'the server kept failing'}); status shows it as failed`);
           } else {
-            const retryAt = new Date(now.getTime() + backoffFromMs((config.mail.retrySeconds ?? 30) * 1000, row.attempts));
+            const retryAt = new Date((await clock()).getTime() + backoffFromMs((config.mail.retrySeconds ?? 30) * 1000, row.attempts));
             await store.mail.markRetry(row.id, error, retryAt);
             log?.warn({ ...about, error, retryAt: retryAt.toISOString() }, 'mail not sent; will retry');
           }

@@ -1,8 +1,9 @@
 // The worker as a service: every tenant on its own schedule, tier-2 triggers taken from the
-// store within a quarter of a second, a bounded number of runs at once, queued mail retried until the
-// mail server takes it, a heartbeat so that `status` and `trigger` on any machine know who is
-// up, and a stop that finishes (or hands back) what it holds. Several daemons may share one
-// PostgreSQL store: the store decides which one runs each tick and each trigger.
+// store at once (each only with a free processing slot: trigger-intake.ts), a bounded number of
+// runs at once, queued mail retried until the mail server takes it, a heartbeat so that `status`
+// and `trigger` on any machine know who is up, and a stop that finishes (or hands back) what it
+// holds. Several daemons may share one PostgreSQL store: the store decides which one runs each
+// tick and each trigger, and a daemon whose lanes are all busy leaves due ticks to the others.
 //
 // With `http` in the configuration it also serves health, metrics and the console (src/http),
 // started and stopped with it. Console actions that touch a tenant's directory or uploads
@@ -11,7 +12,6 @@
 //
 // Usable in-process (tests) as well as from `provisioner run`: start() and stop() are
 // idempotent, and the daemon never closes the store it was given.
-import os from 'node:os';
 import type { Config, TenantConfig } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -19,22 +19,23 @@ import type { Store } from '../store/types.js';
 import { printable } from '../text.js';
 import type { RunDeps, TenantRunResult } from '../worker/context.js';
 import { emptyResult } from '../worker/context.js';
-import { ownerIsGone, processId } from '../worker/identity.js';
+import { hostName, ownerIsGone, processId } from '../worker/identity.js';
 import { runTenant } from '../worker/run-tenant.js';
 import { Semaphore } from '../worker/runner.js';
 import { HttpServer } from '../http/server.js';
 import { BusyRetries } from './busy-retry.js';
-import { deliverMail, recoverLeftovers } from './housekeeping.js';
+import { abandonedClaimsByTenant, deliverMail, pruneScheduleTicks, recoverLeftovers, recoverOrphanedTriggers } from './housekeeping.js';
 import { noticeOverdue } from './overdue.js';
 import { RunQueue, type Job } from './run-queue.js';
 import { Scheduler } from './schedule.js';
+import { TRIGGER_POLL_MS, TriggerIntake } from './trigger-intake.js';
 import { HEARTBEAT_STALE_MS } from './status.js';
 
 export interface DaemonDeps {
   config: Config;
   store: Store;
   log: Logger;
-  runDeps(opts?: { processing?: Semaphore }): RunDeps;
+  runDeps(opts?: { processing?: RunDeps['processing'] }): RunDeps;
 }
 
 export interface DaemonOptions {
@@ -48,11 +49,7 @@ export interface DaemonOptions {
 }
 
 export const HEARTBEAT_MS = 5_000;
-/**
- * How often pending triggers are looked for. Tier-2 waits on it after every `trigger`; a poll
- * that finds nothing is one indexed read (SQLite) or an UPDATE matching no row (PostgreSQL).
- */
-const TRIGGER_POLL_MS = 250;
+const PRUNE_EVERY_MS = 3600_000;
 /** A tick noticed later than this is logged at warn (the process was busy). */
 const LATE_MS = 1500;
 
@@ -70,7 +67,12 @@ export class Daemon {
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
   private mailPass: Promise<void> | undefined;
-  private polling = false;
+  private readonly intake: TriggerIntake;
+  /** Other daemons with a fresh heartbeat (read with each heartbeat). */
+  private peers = 0;
+  private prunedAt = 0;
+  /** Tenants whose due tick this daemon left for a freer one (or for itself, a second later). */
+  private readonly deferred = new Set<string>();
   private ready = false;
   private http: HttpServer | undefined;
   /** Per tenant, the tail of the runs and console actions that must not overlap. */
@@ -90,6 +92,19 @@ export class Daemon {
     this.processing = new Semaphore(config.concurrency);
     this.queue = new RunQueue(Math.max(config.concurrency, config.discoveryConcurrency), (job) => this.execute(job));
     this.scheduler = new Scheduler(tenants);
+    this.intake = new TriggerIntake({
+      store: deps.store,
+      log: this.log,
+      slots: this.processing,
+      tenants: [...this.served.keys()],
+      open: () => this.state === 'running',
+      pollMs: opts.triggerPollMs ?? TRIGGER_POLL_MS,
+      run: (t, slot) => {
+        const tenant = this.served.get(t.tenant)!;
+        this.log.info({ tenant: tenant.id, trigger: t.id, requestedBy: t.requestedBy }, `trigger ${t.id} from ${t.requestedBy ?? 'unknown'}: running ${tenant.id} now`);
+        this.enqueue(tenant, 'trigger', [t.id], slot);
+      },
+    });
     this.waiting = new BusyRetries(this.log, (id) => {
       const t = this.served.get(id);
       if (t && this.state === 'running') this.enqueue(t, 'schedule', []);
@@ -153,21 +168,24 @@ export class Daemon {
       this.http = new HttpServer({ config, store, log: this.deps.log, daemon: this, runDeps: () => this.deps.runDeps({ processing: this.processing }) });
       await this.http.start();
     }
-    await store.daemons.register({ owner: processId, host: os.hostname(), pid: process.pid, tenants: [...this.served.keys()] });
+    await store.daemons.register({ owner: processId, host: hostName, pid: process.pid, tenants: [...this.served.keys()] });
     await recoverLeftovers(this.deps);
     await this.recoverTriggers();
     await this.resumeAbandonedClaims();
 
     this.every(1000, () => this.tick());
-    this.every(this.opts.triggerPollMs ?? TRIGGER_POLL_MS, () => this.pollTriggers());
-    this.every(this.opts.heartbeatMs ?? HEARTBEAT_MS, () => store.daemons.beat(processId, this.running()));
+    this.every(this.opts.triggerPollMs ?? TRIGGER_POLL_MS, () => this.intake.poll());
+    this.every(this.opts.heartbeatMs ?? HEARTBEAT_MS, () => this.heartbeat());
     this.every(this.opts.mailRetryMs ?? Math.min(60, config.mail.retrySeconds ?? 30) * 1000, () => this.retryMail());
     // Another daemon's work, when it died: its triggers are taken again once its heartbeat has
     // stopped, its claimed uploads finished here once their lease runs out.
     this.every(Math.max(5000, (config.leaseSeconds * 1000) / 4), async () => {
       await this.recoverTriggers();
       await this.resumeAbandonedClaims();
+      await this.intake.listen();
     });
+    await this.intake.listen();
+    await this.heartbeat();
 
     const schedule = this.nextRuns().map(({ tenant, nextRun }) => {
       const t = this.served.get(tenant)!;
@@ -180,7 +198,7 @@ export class Daemon {
         (schedule.length > 10 ? `; … ${schedule.length - 10} more` : ''),
     );
     this.ready = true;
-    await this.pollTriggers();
+    await this.intake.poll();
     this.retryMail();
   }
 
@@ -203,7 +221,9 @@ export class Daemon {
     const { store } = this.deps;
     for (const t of this.timers) clearTimeout(t);
     this.waiting.stop();
+    await this.safely('stop listening', () => this.intake.close());
     const unstarted = this.queue.close();
+    for (const j of unstarted) j.slot?.();
     await this.safely('hand back triggers', () => store.triggers.release(unstarted.flatMap((j) => j.triggers)));
     if (this.queue.running) {
       this.log.info({ running: this.queue.running }, `stopping: waiting for ${this.queue.running} run(s) in hand to finish (a second signal exits at once)`);
@@ -218,8 +238,9 @@ export class Daemon {
     this.log.info('daemon stopped');
   }
 
-  private enqueue(tenant: TenantConfig, reason: Job['reason'], triggers: number[]): void {
-    const added = this.queue.add({ tenant, reason, triggers });
+  /** `slot`: a processing slot already taken for this run (a trigger's). */
+  private enqueue(tenant: TenantConfig, reason: Job['reason'], triggers: number[], slot?: () => void): void {
+    const added = this.queue.add({ tenant, reason, triggers, slot });
     if (added === 'behind') this.log.warn({ tenant: tenant.id, reason }, `${tenant.id} is still running; this ${reason} run follows when it finishes`);
     if (added === 'closed') void this.safely('hand back triggers', () => this.deps.store.triggers.release(triggers));
   }
@@ -232,6 +253,16 @@ export class Daemon {
   private async tick(): Promise<void> {
     if (this.state !== 'running') return;
     for (const due of this.scheduler.due()) {
+      const id = due.tenant.id;
+      // Every lane busy and another daemon up: the tick stays due, for whichever daemon has a
+      // free lane first (this one included, a second later), rather than queue here.
+      if (this.peers > 0 && this.queue.free <= 0 && !this.queue.isRunning(id)) {
+        this.scheduler.retry(due);
+        if (!this.deferred.has(id)) this.log.info({ tenant: id, dueAt: due.dueAt.toISOString() }, `every lane here is busy; the ${due.dueAt.toISOString()} run of ${id} is left to the first free daemon`);
+        this.deferred.add(id);
+        continue;
+      }
+      const waited = this.deferred.delete(id);
       let won: boolean;
       try {
         won = await this.deps.store.schedule.claimTick(due.tenant.id, due.dueAt.toISOString(), processId);
@@ -242,7 +273,7 @@ export class Daemon {
       }
       if (!won) continue; // another daemon runs this tick
       this.waiting.cancel(due.tenant.id); // this run supersedes a retry still waiting
-      if (due.lateMs > LATE_MS) {
+      if (due.lateMs > LATE_MS && !waited) {
         this.log.warn({ tenant: due.tenant.id, dueAt: due.dueAt.toISOString(), lateMs: due.lateMs }, `the ${due.dueAt.toISOString()} run of ${due.tenant.id} starts ${Math.round(due.lateMs / 1000)} s late (this process was busy)`);
       }
       this.enqueue(due.tenant, 'schedule', []);
@@ -256,12 +287,18 @@ export class Daemon {
     const opts = { reason: job.reason, force: false, dryRun: false, signal, waitForLockSeconds: job.reason === 'trigger' ? this.deps.config.leaseSeconds : 0 };
     let result: TenantRunResult;
     const started = performance.now();
+    // A trigger's run brings the slot it was taken with: it processes at once, never waits for one.
+    const slot = job.slot;
+    const processing = slot ? { acquire: async () => slot } : this.processing;
     try {
-      result = await this.inTurn(tenant.id, () => runTenant(this.deps.runDeps({ processing: this.processing }), tenant, opts));
+      result = await this.inTurn(tenant.id, () => runTenant(this.deps.runDeps({ processing }), tenant, opts));
     } catch (err) {
       // runTenant records its own failures; this is the store itself failing.
       this.log.error({ tenant: tenant.id, err: errorMessage(err) }, `run of ${tenant.id} failed: ${errorMessage(err)}`);
       result = { ...emptyResult(tenant.id), status: 'failed', message: errorMessage(err) };
+    } finally {
+      slot?.(); // a run that found nothing to process never used it
+      void this.safely('poll triggers', () => this.intake.poll()); // a slot is free: a pending trigger is taken now
     }
     if (result.status !== 'busy') this.http?.metrics.observeRun(result.status, (performance.now() - started) / 1000);
     // A scheduled run never gives up on a busy tenant; a trigger already waited (tier-2 sees "busy").
@@ -276,14 +313,15 @@ export class Daemon {
     }
     // On the way down, mail stays queued for the next start rather than hold up the stop.
     if (!signal.aborted && result.runId !== null) await deliverMail(this.deps, tenant.id);
-    if (result.settling.length) this.followUpWhenSettled(tenant, result);
+    if (result.settling.length) await this.safely('follow up', () => this.followUpWhenSettled(tenant, result));
   }
 
   /** A loose file not taken yet is looked at again when it will be, not at the next tick of a daily schedule. */
-  private followUpWhenSettled(tenant: TenantConfig, result: TenantRunResult): void {
+  private async followUpWhenSettled(tenant: TenantConfig, result: TenantRunResult): Promise<void> {
     if (this.state !== 'running') return;
     const at = Math.max(...result.settling.map((s) => Date.parse(s.takeAfter)));
-    const delayMs = Math.max(1000, at - Date.now() + 1000);
+    const delayMs = Math.max(1000, at - (await this.deps.store.now()).getTime() + 1000); // takeAfter is by the store's clock
+    if (this.state !== 'running') return;
     const files = result.settling.map((s) => printable(s.file));
     this.log.info({ tenant: tenant.id, files }, `${files.join(', ')} not taken yet; looking again in ${Math.round(delayMs / 1000)} s`);
     const timer = setTimeout(() => {
@@ -293,20 +331,12 @@ export class Daemon {
     this.timers.push(timer);
   }
 
-  private async pollTriggers(): Promise<void> {
-    if (this.state !== 'running' || this.polling) return;
-    this.polling = true;
-    try {
-      for (;;) {
-        const t = await this.deps.store.triggers.take([...this.served.keys()], processId);
-        if (!t) return;
-        const tenant = this.served.get(t.tenant)!;
-        this.log.info({ tenant: tenant.id, trigger: t.id, requestedBy: t.requestedBy }, `trigger ${t.id} from ${t.requestedBy ?? 'unknown'}: running ${tenant.id} now`);
-        this.enqueue(tenant, 'trigger', [t.id]);
-      }
-    } finally {
-      this.polling = false;
-    }
+  /** Beats, and notes how many other daemons are up (a busy daemon leaves due ticks to them). */
+  private async heartbeat(): Promise<void> {
+    const { store } = this.deps;
+    await store.daemons.beat(processId, this.running());
+    const daemons = await store.daemons.list();
+    this.peers = daemons.filter((d) => d.owner !== processId && d.heartbeatAgeMs < HEARTBEAT_STALE_MS && !ownerIsGone(d.owner)).length;
   }
 
   /**
@@ -321,6 +351,7 @@ export class Daemon {
       })
       .catch((err) => this.log.warn({ err: errorMessage(err) }, `overdue check: ${errorMessage(err)}`))
       .then(() => recoverLeftovers(this.deps))
+      .then(() => this.pruneTicks())
       .then(() => deliverMail(this.deps))
       .catch((err) => this.log.warn({ err: errorMessage(err) }, `mail pass: ${errorMessage(err)}`))
       .finally(() => {
@@ -328,13 +359,9 @@ export class Daemon {
       });
   }
 
-  /** Triggers taken by daemons that are gone (dead here, or silent for a minute anywhere): pending again. */
+  /** Triggers taken by daemons that are gone: pending again, for a daemon with a free slot. */
   private async recoverTriggers(): Promise<void> {
-    if (this.state !== 'running') return;
-    const live = new Set((await this.deps.store.daemons.list()).filter((d) => d.heartbeatAgeMs < HEARTBEAT_STALE_MS).map((d) => d.owner));
-    live.add(processId);
-    const retaken = await this.deps.store.triggers.recoverOrphans((owner) => ownerIsGone(owner) || !live.has(owner));
-    if (retaken) this.log.info({ triggers: retaken }, `${retaken} trigger(s) taken by a daemon that stopped are pending again`);
+    if (this.state === 'running') await recoverOrphanedTriggers(this.deps);
   }
 
   /**
@@ -343,15 +370,18 @@ export class Daemon {
    */
   private async resumeAbandonedClaims(): Promise<void> {
     if (this.state !== 'running') return;
-    const now = (await this.deps.store.now()).toISOString();
-    const claims = await this.deps.store.leases.claims();
-    const abandoned = claims.filter(
-      (c) => this.served.has(c.tenant) && c.owner !== processId && !this.queue.isRunning(c.tenant) && (c.expiresAt < now || ownerIsGone(c.owner)),
-    );
-    for (const tenant of new Set(abandoned.map((c) => c.tenant))) {
-      this.log.info({ tenant, epochs: abandoned.filter((c) => c.tenant === tenant).map((c) => c.epoch) }, `${tenant} has an upload claimed by a worker that stopped; running it now to finish it`);
+    const abandoned = await abandonedClaimsByTenant(this.deps.store, (t) => this.served.has(t) && !this.queue.isRunning(t));
+    for (const [tenant, epochs] of abandoned) {
+      this.log.info({ tenant, epochs }, `${tenant} has an upload claimed by a worker that stopped; running it now to finish it`);
       this.enqueue(this.served.get(tenant)!, 'schedule', []);
     }
+  }
+
+  /** Once an hour (the first time at start-up): schedule ticks older than a day are forgotten. */
+  private async pruneTicks(): Promise<void> {
+    if (Date.now() - this.prunedAt < PRUNE_EVERY_MS) return;
+    this.prunedAt = Date.now();
+    await pruneScheduleTicks(this.deps.store);
   }
 
   private every(ms: number, fn: () => unknown): void {

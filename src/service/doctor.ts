@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import posix from 'node:path/posix';
 import nodemailer from 'nodemailer';
-import { expandSecret, loadConfig, resolveSftp, type Config, type SftpSettings, type TenantConfig } from '../config.js';
+import { expandSecret, loadConfig, resolveDigestKey, resolveSftp, type Config, type SftpSettings, type TenantConfig } from '../config.js';
 import { ConfigError, errorMessage, HostKeyMismatchError } from '../errors.js';
 import { describeDatabase, openStore } from '../store/open.js';
 import { checkTemplates } from '../mail/templates.js';
@@ -47,7 +47,14 @@ export function checkConfig(file: string): { check: Check; config?: Config } {
  */
 export function checkDigestKey(config: Config): Check {
   const { key, keyFile, defaultFile } = config.passwordDigest;
-  if (key) return ok(null, 'password digests', 'keyed by passwordDigestKey');
+  if (key) {
+    try {
+      resolveDigestKey(key);
+    } catch (err) {
+      return fail(null, 'password digests', errorMessage(err), 'set the variable in the environment of provisioner (the same key on every worker)');
+    }
+    return ok(null, 'password digests', 'keyed by passwordDigestKey');
+  }
   const file = keyFile ?? defaultFile;
   if (file) {
     try {
@@ -76,6 +83,8 @@ export async function checkDatabase(config: Config): Promise<Check[]> {
   try {
     const checks: Check[] = [];
     const version = await store.schema.serverVersion();
+    const unsupported = await store.schema.unsupported();
+    if (unsupported) return [fail(null, 'database', `${where}: ${unsupported.problem}`, unsupported.fix)];
     const { current, latest } = await store.schema.version();
     if (current > latest) {
       checks.push(fail(null, 'database', `${where} is at schema version ${current}, newer than this provisioner knows (${latest})`, 'upgrade provisioner on this machine to the version the other workers run'));

@@ -1,13 +1,13 @@
 // What every start of a run or a daemon does first, and what each does after: clean up after a
 // killed process (its local folder, its runs still marked running), report outcomes a crash
 // left unreported, and deliver the mail queue.
-import os from 'node:os';
 import type { Config } from '../config.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { deliverQueuedMail } from '../mail/delivery.js';
 import type { Store } from '../store/types.js';
-import { ownerIsGone, parseOwner, tokenOf } from '../worker/identity.js';
+import { HEARTBEAT_STALE_MS } from './status.js';
+import { hostName, ownerIsGone, parseOwner, processId, tokenOf } from '../worker/identity.js';
 import { reportOutcomes } from '../worker/reporting.js';
 import { sweepWorkDir, type LiveOwners } from '../worker/workdir.js';
 
@@ -32,7 +32,7 @@ export async function recoverLeftovers(app: Deps): Promise<void> {
 async function liveIdentities(app: Deps): Promise<LiveOwners | null> {
   try {
     const owners = (await app.store.leases.liveOwners()).filter((o) => !ownerIsGone(o));
-    const here = owners.map(parseOwner).filter((o) => o.host === os.hostname());
+    const here = owners.map(parseOwner).filter((o) => o.host === hostName);
     return { tokens: new Set(owners.map(tokenOf).filter((t): t is string => t !== null)), pids: new Set(here.map((o) => o.pid)) };
   } catch (err) {
     app.log.warn({ err: errorMessage(err) }, `could not read the live leases (${errorMessage(err)}); only work folders older than a day are removed`);
@@ -61,6 +61,34 @@ export async function markInterruptedRuns(app: Deps): Promise<number> {
   await store.runs.markInterrupted(dead, 'the worker stopped before the run finished');
   if (dead.length) app.log.info({ runs: dead }, `${dead.length} run(s) of workers that stopped are marked interrupted`);
   return dead.length;
+}
+
+/** Triggers taken by daemons that are gone (dead here, or silent for a minute anywhere): pending again. */
+export async function recoverOrphanedTriggers(app: Deps): Promise<void> {
+  const live = new Set((await app.store.daemons.list()).filter((d) => d.heartbeatAgeMs < HEARTBEAT_STALE_MS).map((d) => d.owner));
+  live.add(processId);
+  const retaken = await app.store.triggers.recoverOrphans((owner) => ownerIsGone(owner) || !live.has(owner));
+  if (retaken) app.log.info({ triggers: retaken }, `${retaken} trigger(s) taken by a daemon that stopped are pending again`);
+}
+
+/** The epochs, per tenant `wanted`, claimed by another worker whose lease ran out (or whose process is gone). */
+export async function abandonedClaimsByTenant(store: Store, wanted: (tenant: string) => boolean): Promise<Map<string, string[]>> {
+  const now = (await store.now()).toISOString();
+  const out = new Map<string, string[]>();
+  for (const c of await store.leases.claims()) {
+    if (!wanted(c.tenant) || c.owner === processId || !(c.expiresAt < now || ownerIsGone(c.owner))) continue;
+    out.set(c.tenant, [...(out.get(c.tenant) ?? []), c.epoch]);
+  }
+  return out;
+}
+
+/** Ticks are kept a day: only a tick that is due now is ever claimed, the rest is history. */
+const TICKS_KEPT_MS = 24 * 3600_000;
+
+/** Forgets schedule ticks older than a day (by the store's clock). */
+export async function pruneScheduleTicks(store: Store): Promise<void> {
+  const now = await store.now();
+  await store.schedule.prune(new Date(now.getTime() - TICKS_KEPT_MS).toISOString());
 }
 
 export async function deliverMail(app: Deps, tenant?: string): Promise<void> {

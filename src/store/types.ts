@@ -141,6 +141,8 @@ export interface SchemaStore {
   probeWrite(): Promise<void>;
   /** The server's version, for `doctor`. */
   serverVersion(): Promise<string>;
+  /** Why this server cannot be used (it is older than this provisioner needs) and what to do; null when it can. */
+  unsupported(): Promise<{ problem: string; fix: string } | null>;
 }
 
 export interface RunStore {
@@ -649,8 +651,21 @@ export interface TriggerRow {
   message: string | null;
 }
 
+/** Told of new triggers as they are requested (PostgreSQL's LISTEN/NOTIFY). */
+export interface TriggerListener {
+  /** False once its connection is lost: listen again (the daemon's poll covers the gap). */
+  readonly alive: boolean;
+  close(): Promise<void>;
+}
+
 export interface TriggerStore {
+  /** Records a request and tells the listeners. */
   request(tenant: string, requestedBy: string): Promise<number>;
+  /**
+   * Calls `onRequest` when a trigger is requested from any machine; null where there is nothing
+   * to listen to (SQLite: one machine, whose poll is one indexed read).
+   */
+  listen(onRequest: () => void): Promise<TriggerListener | null>;
   get(id: number): Promise<TriggerRow | null>;
   pending(tenant?: string): Promise<TriggerRow[]>;
   /** Takes the oldest pending trigger of one of `tenants` for `owner`; null when none. */

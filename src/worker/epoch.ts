@@ -16,83 +16,7 @@ import { emptyCounts, type Outcome, type OutcomeKind, type OutcomePayload } from
 import { printable } from '../text.js';
 import { worstStatus, type EpochOutcome, type RunContext } from './context.js';
 import { followDownload } from './follow-download.js';
-import { ownerIsGone, processId } from './identity.js';
-import { CLAIM_FILE, COMPLETE, EPOCH_RE, HELD_DIR, kindForFile, PROCESSING_DIR } from './uploads.js';
-
-/** Atomically take an epoch: rename it into .processing. Whoever renames first owns it. */
-export async function claimEpoch(ctx: RunContext, epoch: string, dir: string): Promise<string | null> {
-  const { session, tenant, deps } = ctx;
-  const processing = posix.join(tenant.paths.upload, PROCESSING_DIR);
-  const target = posix.join(processing, epoch);
-  await session.mkdirp(processing);
-  // Recorded before the rename: a worker killed right after renaming still leaves a lease that
-  // the next run can see is dead.
-  await deps.store.leases.recordClaim(tenant.id, epoch, processId, deps.config.leaseSeconds);
-  try {
-    await session.rename(dir, target);
-  } catch (err) {
-    await deps.store.leases.dropClaim(tenant.id, epoch);
-    if (err instanceof RemoteError && err.connectionLost) throw err;
-    if (!(await session.exists(dir))) {
-      ctx.log.info({ epoch }, `epoch ${epoch} was claimed by another worker; skipped`);
-      return null;
-    }
-    throw err;
-  }
-  await writeClaimFile(ctx, epoch, target);
-  return target;
-}
-
-/** The claim, on the host too: for a worker that shares no database with us. */
-export async function writeClaimFile(ctx: RunContext, epoch: string, dir: string): Promise<void> {
-  ctx.claimed.set(epoch, dir);
-  const now = Date.now();
-  const claim = { owner: processId, claimedAt: new Date(now).toISOString(), expiresAt: new Date(now + ctx.deps.config.leaseSeconds * 1000).toISOString() };
-  try {
-    await ctx.session.write(posix.join(dir, CLAIM_FILE), JSON.stringify(claim) + '\n');
-  } catch (err) {
-    if (err instanceof RemoteError && err.connectionLost) throw err;
-    ctx.log.warn({ epoch, err: errorMessage(err) }, `could not write the claim file of ${epoch}; the database lease still holds it`);
-  }
-}
-
-/**
- * Claims in .processing whose owner is gone: their lease expired or their process died (by the
- * database), or, for a claim our database does not know, its claim file's lease ran out. A
- * claim with neither is abandoned (no guessing from a folder's modification time).
- */
-export async function abandonedClaims(ctx: RunContext): Promise<{ epoch: string; dir: string }[]> {
-  const { session, tenant, deps } = ctx;
-  const processing = posix.join(tenant.paths.upload, PROCESSING_DIR);
-  const found: { epoch: string; dir: string }[] = [];
-  const entries = await session.list(processing);
-  const now = (await deps.store.now()).toISOString();
-  for (const e of entries) {
-    if (e.type !== 'dir' || !EPOCH_RE.test(e.name)) continue;
-    const dir = posix.join(processing, e.name);
-    const claim = await deps.store.leases.claim(tenant.id, e.name);
-    let live: boolean;
-    if (claim) live = claim.owner !== processId && claim.expiresAt > now && !ownerIsGone(claim.owner);
-    else live = await claimFileIsLive(ctx, dir);
-    if (live) continue;
-    ctx.log.warn({ epoch: e.name, owner: claim?.owner }, `recovering epoch ${e.name}: its claim was left by a worker that stopped`);
-    await deps.store.leases.recordClaim(tenant.id, e.name, processId, deps.config.leaseSeconds);
-    await writeClaimFile(ctx, e.name, dir);
-    found.push({ epoch: e.name, dir });
-  }
-  if (entries.length === 0) await session.rmdir(processing).catch(() => {});
-  return found.sort((a, b) => a.epoch.localeCompare(b.epoch));
-}
-
-async function claimFileIsLive(ctx: RunContext, dir: string): Promise<boolean> {
-  try {
-    const claim = JSON.parse(await ctx.session.readText(posix.join(dir, CLAIM_FILE))) as { owner?: string; expiresAt?: string };
-    return !!claim.expiresAt && claim.expiresAt > new Date().toISOString() && claim.owner !== processId && !ownerIsGone(String(claim.owner));
-  } catch (err) {
-    if (err instanceof RemoteError && err.connectionLost) throw err;
-    return false;
-  }
-}
+import { CLAIM_FILE, COMPLETE, HELD_DIR, kindForFile } from './uploads.js';
 
 /** Processes a claimed epoch (or finishes filing one whose outcome a crash left unfiled). */
 export async function processEpoch(ctx: RunContext, epoch: string, dir: string, notes: string[] = []): Promise<EpochOutcome> {
@@ -375,7 +299,7 @@ async function writeResults(ctx: RunContext, dir: string, outcome: EpochOutcome)
     tenant: ctx.tenant.id,
     epoch: outcome.epoch,
     status: outcome.status,
-    processedAt: new Date().toISOString(),
+    processedAt: (await deps.store.now()).toISOString(),
     files: outcome.files.map((f, i) => ({ file: f.file, kind: f.kind || null, status: f.status, message: f.message, ...f.counts, errorsCsv: errorsFiles[i] })),
   };
   await session.write(posix.join(dir, 'result.json'), JSON.stringify(summary, null, 2) + '\n');
@@ -388,9 +312,10 @@ export async function appendRemoteLog(ctx: RunContext, epoch: string, files: Fil
   try {
     await ctx.session.mkdirp(posix.dirname(logPath));
     const clean = (v: string) => printable(v.replace(/[\r\n\t]+/g, ' ')).replace(/"/g, "'");
+    const at = (await ctx.deps.store.now()).toISOString();
     const lines = files.map((f) => {
       const c = f.counts;
-      return `${new Date().toISOString()} epoch=${epoch} file="${clean(f.file)}" status="${f.status}" rows=${c.rows} created=${c.created} updated=${c.updated} unchanged=${c.unchanged} deactivated=${c.deactivated} archived=${c.archived} failed=${c.failed}${f.contentSha1 ? ` sha1=${f.contentSha1}` : ''}${f.message ? ` message="${clean(f.message)}"` : ''}\n`;
+      return `${at} epoch=${epoch} file="${clean(f.file)}" status="${f.status}" rows=${c.rows} created=${c.created} updated=${c.updated} unchanged=${c.unchanged} deactivated=${c.deactivated} archived=${c.archived} failed=${c.failed}${f.contentSha1 ? ` sha1=${f.contentSha1}` : ''}${f.message ? ` message="${clean(f.message)}"` : ''}\n`;
     });
     await ctx.session.append(logPath, lines.join(''));
   } catch (err) {

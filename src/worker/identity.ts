@@ -7,7 +7,15 @@ import { isMainThread, workerData } from 'node:worker_threads';
 
 const inherited = !isMainThread ? (workerData as { processId?: string } | null)?.processId : undefined;
 
-export const processId: string = inherited ?? `${os.hostname()}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
+/**
+ * This machine's name in identities and in the daemons table. PROVISIONER_TEST_HOSTNAME stands in
+ * for it, for tests only: processes on one machine then look like workers on machines of their
+ * own, so a killed one is recovered by its leases running out, as across machines, and not at
+ * once by its pid (which only a process on the same machine can check).
+ */
+export const hostName: string = process.env.PROVISIONER_TEST_HOSTNAME || os.hostname();
+
+export const processId: string = inherited ?? `${hostName}:${process.pid}:${crypto.randomBytes(4).toString('hex')}`;
 
 /** The random part of an owner id (`host:pid:random`), or null for an older `host:pid`. */
 export function tokenOf(owner: string): string | null {
@@ -34,7 +42,7 @@ export function parseOwner(owner: string): { host: string; pid: number } {
 export function ownerIsGone(owner: string): boolean {
   if (owner === processId) return false;
   const { host, pid } = parseOwner(owner);
-  if (host !== os.hostname() || !Number.isInteger(pid) || pid <= 0) return false;
+  if (host !== hostName || !Number.isInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return true; // this pid, another incarnation: it died
   try {
     process.kill(pid, 0);
@@ -54,5 +62,5 @@ export function requester(): string {
       user = 'unknown';
     }
   }
-  return `${user}@${os.hostname()}`;
+  return `${user}@${hostName}`;
 }

@@ -123,7 +123,7 @@ async function writeKeepResults(ctx: RunContext, bakDir: string, outcome: EpochO
     tenant: ctx.tenant.id,
     epoch: outcome.epoch,
     status: outcome.status,
-    processedAt: new Date().toISOString(),
+    processedAt: (await ctx.deps.store.now()).toISOString(),
     files: [{ file: f.file, kind: f.kind || null, status: f.status, message: f.message, ...f.counts, errorsCsv }],
   };
   await ctx.session.write(posix.join(bakDir, 'result.json'), JSON.stringify(summary, null, 2) + '\n');

@@ -15,14 +15,30 @@ export class Semaphore {
   constructor(readonly limit: number) {}
 
   async acquire(): Promise<() => void> {
-    if (this.active >= this.limit) await new Promise<void>((r) => this.waiting.push(r));
+    if (this.active < this.limit) this.active++;
+    else await new Promise<void>((r) => this.waiting.push(r)); // a release hands its slot over
+    return this.releaser();
+  }
+
+  /**
+   * A slot now, or null when every one is taken (it never waits). The daemon takes a trigger only
+   * with a slot in hand, so that a busy daemon leaves the work to a free one.
+   */
+  tryAcquire(): (() => void) | null {
+    if (this.active >= this.limit) return null;
     this.active++;
+    return this.releaser();
+  }
+
+  /** Idempotent. The slot passes straight to the longest waiter: tryAcquire cannot take it in between. */
+  private releaser(): () => void {
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.active--;
-      this.waiting.shift()?.();
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
     };
   }
 

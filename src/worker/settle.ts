@@ -32,7 +32,8 @@ export async function checkSettled(
   const settleMs = tenant.settleSeconds * 1000;
   const result: SettleResult = { ready: [], settling: [] };
   const candidates: RemoteEntry[] = [];
-  const now = Date.now();
+  // The store's clock, as the first sightings it keeps (several workers see the same file).
+  const now = (await store.now()).getTime();
   for (const f of files) {
     const remote = path.join(dir, f.name);
     const { since } = await store.uploads.observe(tenant.id, remote, f.size, f.mtime);
@@ -58,8 +59,8 @@ export async function checkSettled(
       continue;
     }
     if (again) {
-      await store.uploads.observe(tenant.id, path.join(dir, f.name), again.size, again.mtime);
-      result.settling.push({ file: f.name, reason: 'it changed while we looked: still being written', takeAfter: new Date(Date.now() + settleMs).toISOString() });
+      const { since } = await store.uploads.observe(tenant.id, path.join(dir, f.name), again.size, again.mtime);
+      result.settling.push({ file: f.name, reason: 'it changed while we looked: still being written', takeAfter: new Date(Date.parse(since) + settleMs).toISOString() });
     }
   }
   return result;

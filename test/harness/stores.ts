@@ -81,6 +81,40 @@ export async function query<T = Record<string, unknown>>(database: string, sql: 
   }
 }
 
+/** Writes to a store from outside provisioner, as another program (the vendor's platform, a test) would. */
+export async function execute(database: string, sql: string, ...params: unknown[]): Promise<void> {
+  if (!isPg(database)) {
+    const db = new Database(database, { fileMustExist: true, timeout: 10_000 });
+    try {
+      db.prepare(sql).run(...params);
+    } finally {
+      db.close();
+    }
+    return;
+  }
+  await query(database, sql, ...params);
+}
+
+/**
+ * A write another program makes in a transaction it commits `ms` later: resolves once the row is
+ * written (and locked), with `committed` for the commit. Whatever waits on that row meanwhile
+ * sees it only after the commit.
+ */
+export async function writeCommittedLater(database: string, ms: number, sql: string, ...params: unknown[]): Promise<{ committed: Promise<void> }> {
+  const later = <T>(fn: () => Promise<T>) => new Promise<T>((resolve, reject) => setTimeout(() => fn().then(resolve, reject), ms));
+  if (!isPg(database)) {
+    const db = new Database(database, { fileMustExist: true, timeout: 10_000 });
+    db.exec('BEGIN IMMEDIATE');
+    db.prepare(sql).run(...params);
+    return { committed: later(async () => void db.exec('COMMIT')).finally(() => db.close()) };
+  }
+  const client = new pg.Client({ connectionString: database });
+  await client.connect();
+  await client.query('BEGIN');
+  await client.query(numbered(sql), params);
+  return { committed: later(async () => void (await client.query('COMMIT'))).finally(() => client.end()) };
+}
+
 /** The same, synchronously (psql for PostgreSQL): for probes polled by waitFor. */
 export function querySync<T = Record<string, unknown>>(database: string, sql: string, ...params: unknown[]): T[] {
   if (!isPg(database)) {

@@ -77,7 +77,8 @@ export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean,
            to_jsonb(array_remove(ARRAY[${fields}], NULL)) AS fields,
            (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM (VALUES ${old}) AS t(k, v, ch) WHERE ch) AS old_values,
            CASE WHEN n_password_hash IS DISTINCT FROM o_password_hash THEN o_password_hash END AS old_password_hash,
-           CASE WHEN n_password_hash IS DISTINCT FROM o_password_hash THEN o_password_digest END AS old_password_digest
+           CASE WHEN n_password_hash IS DISTINCT FROM o_password_hash THEN o_password_digest END AS old_password_digest,
+           (pw_hash IS NOT NULL) AS sets_password
       FROM d
      WHERE ${withNew ? `o_key IS NULL OR ${differs}` : differs}`;
 }

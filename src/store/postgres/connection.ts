@@ -1,8 +1,8 @@
 // The PostgreSQL connection pool (node-postgres). A query, a transaction on one client, or a
 // client held for a while (staging uses temporary tables, which live in one session). The
-// password comes from the URL, or from the usual PG* variables (PGPASSWORD, ~/.pgpass is read by
-// libpq tools, not by node-postgres: use PGPASSWORD or the URL). BIGINT ids come back as
-// numbers: they stay far below 2^53.
+// password comes from the URL, else from PGPASSWORD, else from the password file (~/.pgpass, or
+// PGPASSFILE) as with libpq: node-postgres 8 reads it, and warns once that it will stop doing
+// so in version 9. BIGINT ids come back as numbers: they stay far below 2^53.
 import pg from 'pg';
 
 export type Client = pg.PoolClient;
@@ -54,6 +54,41 @@ export class PgConnection {
     } finally {
       client.release();
     }
+  }
+
+  /**
+   * A connection of its own, outside the pool, that LISTENs on `channel` (a pooled client would
+   * go back to the pool, and its LISTEN with it). `alive` turns false when the connection is lost.
+   */
+  async listen(channel: string, onNotify: () => void): Promise<{ readonly alive: boolean; close(): Promise<void> }> {
+    const client = new pg.Client({ connectionString: this.url, application_name: 'provisioner', connectionTimeoutMillis: 15_000, keepAlive: true });
+    let alive = true;
+    let ended: Promise<void> | undefined;
+    const end = () => (ended ??= client.end().catch(() => {}));
+    client.on('error', () => {
+      alive = false;
+      void end();
+    });
+    client.on('end', () => (alive = false));
+    client.on('notification', (m) => {
+      if (m.channel === channel) onNotify();
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${channel}`);
+    } catch (err) {
+      await end();
+      throw err;
+    }
+    return {
+      get alive() {
+        return alive;
+      },
+      async close() {
+        alive = false;
+        await end();
+      },
+    };
   }
 
   /** A client of its own until released (temporary tables, COPY). */

@@ -21,6 +21,8 @@ import type { PgConnection } from './connection.js';
 
 type Row = Record<string, unknown>;
 const secs = (n: number) => `${Math.round(n)} seconds`;
+/** The NOTIFY channel of new triggers. */
+const TRIGGER_CHANNEL = 'provisioner_trigger';
 
 export class PgRuns implements RunStore {
   constructor(private readonly c: PgConnection) {}
@@ -201,8 +203,13 @@ export class PgTriggers implements TriggerStore {
 
   async request(tenant: string, requestedBy: string): Promise<number> {
     const r = await this.c.one<{ id: number }>('INSERT INTO triggers (tenant, requested_at, requested_by) VALUES ($1, now(), $2) RETURNING id', [tenant, requestedBy]);
-    await this.c.query(`SELECT pg_notify('provisioner_trigger', $1)`, [tenant]);
+    await this.c.query(`SELECT pg_notify('${TRIGGER_CHANNEL}', $1)`, [tenant]);
     return r!.id;
+  }
+
+  /** Every daemon LISTENs: a trigger is taken at once, by one with a free slot, not at the next poll. */
+  listen(onRequest: () => void) {
+    return this.c.listen(TRIGGER_CHANNEL, onRequest);
   }
 
   async get(id: number): Promise<TriggerRow | null> {

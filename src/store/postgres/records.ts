@@ -23,16 +23,22 @@ type Q = Pick<Client, 'query'>;
 const PAGE = 2000;
 
 /** Inserts one import record (on the caller's client, inside its transaction); returns its id. */
+/**
+ * `startedAt` comes from the worker's clock, which may differ from the database's (and from the
+ * other workers'): only how long ago it was is taken from it, the moment itself from the
+ * database, so that started_at and finished_at are on one clock.
+ */
 export async function insertImport(q: Q, rec: UnappliedImport | (Omit<UnappliedImport, 'status'> & { status: string; createdFields?: string[] | null })): Promise<number> {
   const k = rec.counts;
+  const agoMs = Math.max(0, Date.now() - Date.parse(rec.startedAt)) || 0;
   const r = await q.query(
     `INSERT INTO imports (run_id, tenant, epoch, file, kind, status, message, content_sha1, rows, created, updated, unchanged, deactivated, archived, failed,
                           actor, started_at, header, held_import_id, created_fields)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) RETURNING id`,
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, clock_timestamp() - $17 * interval '1 millisecond', $18, $19, $20) RETURNING id`,
     [
       rec.runId, rec.tenant, rec.epoch, rec.file, rec.kind, rec.status, rec.message, rec.contentSha1,
       k.rows, k.created, k.updated, k.unchanged, k.deactivated, k.archived, k.failed,
-      rec.actor, rec.startedAt, rec.header ? JSON.stringify(rec.header) : null, rec.heldImportId ?? null,
+      rec.actor, agoMs, rec.header ? JSON.stringify(rec.header) : null, rec.heldImportId ?? null,
       'createdFields' in rec && rec.createdFields ? JSON.stringify(rec.createdFields) : null,
     ],
   );
@@ -150,9 +156,11 @@ export class PgImports implements ImportStore {
   }
 }
 
+/** The report's "finished at" is when the outcome is recorded, by the database's clock (not the worker's). */
 export async function insertOutcome(q: Q, o: NewOutcome): Promise<{ id: number; created: boolean }> {
   const r = await q.query(
-    `INSERT INTO outcomes (tenant, kind, dedupe_key, epoch, payload, filed, created_at) VALUES ($1, $2, $3, $4, $5, $6, now())
+    `INSERT INTO outcomes (tenant, kind, dedupe_key, epoch, payload, filed, created_at)
+     VALUES ($1, $2, $3, $4, jsonb_set($5::jsonb, '{finishedAt}', to_jsonb(to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))), $6, now())
      ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
     [o.tenant, o.kind, o.dedupeKey, o.epoch, JSON.stringify(o.payload), o.filed],
   );

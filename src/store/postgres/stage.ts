@@ -26,6 +26,12 @@ import { insertImport } from './records.js';
 
 let nextStageId = 1;
 
+/**
+ * The file sets this user's password now (see the UPDATE in apply): it has a new hash for it, and
+ * either overwritePassword is on or the user still has none.
+ */
+const SETS_PASSWORD = `c.sets_password AND (:overwrite_password OR users.password_hash IS NULL)`;
+
 export class PgStage implements BatchStage {
   readonly sink = 'batches' as const;
   private readonly rows: string;
@@ -38,6 +44,8 @@ export class PgStage implements BatchStage {
   private repeats: number[] = [];
   private duplicates: number[] = [];
   private closed = false;
+  /** The stored hash each verified password was checked against (passwordWork). */
+  private readonly checked = new Map<number, string>();
 
   private constructor(
     private readonly client: Client,
@@ -56,7 +64,7 @@ export class PgStage implements BatchStage {
     const stage = new PgStage(client, spec);
     const fields = stage.columns.slice(3).map((c) => `${c} text, `).join('');
     await client.query(`
-      CREATE TEMP TABLE ${stage.rows} (line integer NOT NULL, key text NOT NULL, active smallint NOT NULL, ${fields} pw_hash text, pw_same boolean NOT NULL DEFAULT false);
+      CREATE TEMP TABLE ${stage.rows} (line integer NOT NULL, key text NOT NULL, active smallint NOT NULL, ${fields} pw_hash text, pw_same boolean NOT NULL DEFAULT false, pw_checked text);
       CREATE TEMP TABLE ${stage.failedKeys} (key text PRIMARY KEY, line integer NOT NULL);
       CREATE TEMP TABLE ${stage.errors} (line integer NOT NULL, seq integer NOT NULL, "column" text, value text, reason text NOT NULL, raw jsonb);
     `);
@@ -175,10 +183,14 @@ export class PgStage implements BatchStage {
       [this.spec.tenant],
     );
     const work: PasswordWork = { hash: [], verify: [] };
+    this.checked.clear();
     for (const r of rows as { line: number; existing: string | null; hash: string | null; digest: string | null; pw_digest: string }[]) {
       if (r.existing === null || r.hash === null) work.hash.push(r.line);
       else if (!overwritePassword || r.digest === r.pw_digest) continue;
-      else if (r.digest === null) work.verify.push({ line: r.line, hash: r.hash });
+      else if (r.digest === null) {
+        work.verify.push({ line: r.line, hash: r.hash });
+        this.checked.set(r.line, r.hash);
+      }
       else work.hash.push(r.line);
     }
     return work;
@@ -187,8 +199,9 @@ export class PgStage implements BatchStage {
   async setPasswords(results: { line: number; hash: string | null }[]): Promise<void> {
     if (results.length === 0) return;
     await this.client.query(
-      `UPDATE ${this.rows} s SET pw_hash = v.hash, pw_same = v.hash IS NULL FROM unnest($1::integer[], $2::text[]) AS v(line, hash) WHERE s.line = v.line`,
-      [results.map((r) => r.line), results.map((r) => r.hash)],
+      `UPDATE ${this.rows} s SET pw_hash = v.hash, pw_same = v.hash IS NULL, pw_checked = v.checked
+         FROM unnest($1::integer[], $2::text[], $3::text[]) AS v(line, hash, checked) WHERE s.line = v.line`,
+      [results.map((r) => r.line), results.map((r) => r.hash), results.map((r) => (r.hash === null ? (this.checked.get(r.line) ?? null) : null))],
     );
   }
 
@@ -260,18 +273,29 @@ export class PgStage implements BatchStage {
           WHERE action <> 'create' ORDER BY line`,
         params,
       );
+      // The vendor's platform may write password_hash (and NULL the digest) at any time, this
+      // transaction included: the changed rows were read before, so the password columns are
+      // written only where the file sets a new password, and otherwise left as they are now
+      // (a hash the platform wrote meanwhile is kept). With overwritePassword false a file only
+      // sets a password where there is none, so not over one the platform wrote meanwhile either.
       await this.query(
         `UPDATE users SET kind = c.n_kind, email = c.n_email, username = c.n_username, first_name = c.n_first_name, last_name = c.n_last_name,
-                role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label, password_hash = c.n_password_hash,
-                password_digest = c.n_password_digest, active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
+                role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label,
+                password_hash = CASE WHEN ${SETS_PASSWORD} THEN c.n_password_hash ELSE users.password_hash END,
+                password_digest = CASE WHEN ${SETS_PASSWORD} THEN c.n_password_digest ELSE users.password_digest END,
+                active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
                 updated_at = now(), updated_by = :actor, last_import_id = :import_id
            FROM ${changed} c WHERE c.action <> 'create' AND users.tenant = :tenant AND users.external_id = c.key`,
         params,
       );
       if (this.staged.has('pw_digest')) {
+        // A password checked once and found unchanged only gets its digest, and only while the
+        // hash is still the one it was checked against (else the digest would vouch for a
+        // password the platform has changed since).
         await q.query(
           `UPDATE users SET password_digest = NULLIF(s.pw_digest, '${NO_DIGEST}') FROM ${this.rows} s
-            WHERE users.tenant = $1 AND users.external_id = s.key AND s.pw_same AND users.password_digest IS DISTINCT FROM NULLIF(s.pw_digest, '${NO_DIGEST}')`,
+            WHERE users.tenant = $1 AND users.external_id = s.key AND s.pw_same AND users.password_hash IS NOT DISTINCT FROM s.pw_checked
+              AND users.password_digest IS DISTINCT FROM NULLIF(s.pw_digest, '${NO_DIGEST}')`,
           [tenant],
         );
       }

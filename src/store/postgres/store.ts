@@ -11,6 +11,22 @@ import { PgImports, PgMail, PgOutbox } from './records.js';
 import { PgSessions } from './sessions.js';
 import { PgOverview } from './overview.js';
 
+/**
+ * The oldest PostgreSQL this provisioner runs on: 12, whose planner folds the apply's WITH
+ * queries into one plan (before 12 each is a fence, materialized on its own: a million rows at a
+ * time); the identity columns need 10. Older servers are out of support anyway.
+ */
+export const MIN_SERVER_VERSION = 12;
+
+/** `num`: server_version_num (120000 for 12.0). */
+export function serverVersionProblem(num: number, text: string): { problem: string; fix: string } | null {
+  if (!Number.isFinite(num) || num >= MIN_SERVER_VERSION * 10_000) return null;
+  return {
+    problem: `the server is PostgreSQL ${text}; provisioner needs PostgreSQL ${MIN_SERVER_VERSION} or newer`,
+    fix: `upgrade the server to PostgreSQL ${MIN_SERVER_VERSION} or newer (Debian's and PostgreSQL's own packages have current ones), or point database: at a server that is`,
+  };
+}
+
 class PgSchema implements SchemaStore {
   constructor(private readonly c: PgConnection) {}
 
@@ -58,6 +74,11 @@ class PgSchema implements SchemaStore {
   async serverVersion(): Promise<string> {
     const r = await this.c.one<{ v: string }>(`SELECT current_setting('server_version') AS v`);
     return `PostgreSQL ${r?.v ?? '?'}`;
+  }
+
+  async unsupported(): Promise<{ problem: string; fix: string } | null> {
+    const r = await this.c.one<{ v: string; n: string }>(`SELECT current_setting('server_version') AS v, current_setting('server_version_num') AS n`);
+    return serverVersionProblem(Number(r?.n), r?.v ?? '?');
   }
 }
 

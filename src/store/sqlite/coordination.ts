@@ -261,6 +261,11 @@ export class SqliteTriggers implements TriggerStore {
     return this.c.write(() => Number(this.c.stmt('INSERT INTO triggers (tenant, requested_at, requested_by) VALUES (?, ?, ?)').run(tenant, nowIso(), requestedBy).lastInsertRowid));
   }
 
+  /** One machine: the daemon's poll (one indexed read) is how it hears. */
+  async listen(): Promise<null> {
+    return null;
+  }
+
   get(id: number): Promise<TriggerRow | null> {
     return this.c.read(() => {
       const r = this.c.stmt('SELECT * FROM triggers WHERE id = ?').get(id) as Row | undefined;

@@ -49,6 +49,11 @@ class SqliteSchema implements SchemaStore {
   async serverVersion(): Promise<string> {
     return `SQLite ${this.c.db.prepare('SELECT sqlite_version()').pluck().get() as string}`;
   }
+
+  /** SQLite comes with better-sqlite3: always the version it was built with. */
+  async unsupported(): Promise<null> {
+    return null;
+  }
 }
 
 export class SqliteStore implements Store {
