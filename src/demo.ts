@@ -24,7 +24,7 @@ const SAMPLE_USERS = [
   'T1001,Ada,Lovelace,ada.lovelace@lincoln.example,teacher,100,1',
   'T1002,Alan,Turing,alan.turing@lincoln.example,teacher,100,1',
   'T1003,Grace,Hopper,grace.hopper@lincoln,admin,200,1',
-  'T1004,"Smith, Jr.",Katherine,katherine.smith@lincoln.example,staff,200,yes',
+  'T1004,Katherine,"Smith, Jr.",katherine.smith@lincoln.example,staff,200,yes',
   'T1005,Edsger,Dijkstra,edsger.dijkstra@lincoln.example,principal,300,1',
   'T1002,Alan,Turing,alan.t@lincoln.example,teacher,100,1',
   'T1006,Barbara,Liskov,barbara.liskov@lincoln.example,case_manager,300,0',
