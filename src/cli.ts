@@ -2,12 +2,21 @@
 // The command line. Typed errors thrown anywhere below are caught here, once, and mapped to
 // exit codes: 2 usage or configuration, 3 remote or processing failure.
 import fs from 'node:fs';
+import module from 'node:module';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, errorMessage, ExitCode, ProvisionerError } from './errors.js';
 import { packageRoot } from './paths.js';
 // Each command's module is imported when that command runs: a `run --now` does not load the
 // console's web server, a `status` not the SFTP client (start-up time and memory).
+
+// V8 keeps the compiled code of those modules between runs (Node's compile cache), so a run
+// starts sooner. The cache lives beside the package, not in a folder other users can write.
+try {
+  module.enableCompileCache(path.join(packageRoot(), 'node_modules', '.cache', 'provisioner-compile'));
+} catch {
+  /* no cache (a read-only install): only start-up is slower */
+}
 
 function packageVersion(): string {
   return (JSON.parse(fs.readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig, resolveDigestKey, resolveSftp } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/paths.js';
+import { CHILD_PARSE_BYTES, parseInChild, parseYaml } from '../src/yaml.js';
 
 const example = path.join(packageRoot(), 'config.example.yaml');
 
@@ -121,6 +122,26 @@ tenants:
         'tenants.ok.loose: must be one of auto, all, keep',
       ]),
     );
+  });
+
+  it('reads a large configuration (thousands of tenants) in a child process, with the same result and the same messages', () => {
+    const tenant = (i: number) =>
+      `  district-${i}:\n    name: "District ${i} — Zoë's"\n    schedule: "0 2 * * *"\n    sftp: { host: sftp${i}.example.org, username: d${i}, password: "\${D${i}_PW}" }\n    files: { users.csv: samegoal-users }\n    options: { maxDeactivatePercent: 12.5, overwriteEmail: false }\n    notify: { to: [it@d${i}.example.org] }\n`;
+    const tenants = Array.from({ length: 2500 }, (_, i) => tenant(i)).join('');
+    const yaml = `database: ./x.db\ntenants:\n${tenants}`;
+    expect(yaml.length).toBeGreaterThan(CHILD_PARSE_BYTES);
+    expect(parseInChild(yaml)).toEqual({ value: parseYaml(yaml, { child: false }) });
+    const config = parseConfig(yaml, 'big.yaml', {});
+    expect(config.tenants).toHaveLength(2500);
+    expect(config.tenants[2499]).toMatchObject({ id: 'district-2499', name: "District 2499 — Zoë's", schedule: '0 2 * * *' });
+    expect(config.tenants[7].options.maxDeactivatePercent).toBe(12.5);
+
+    // A mistake deep in a large file: the parser's own message, with its place, either way.
+    const broken = yaml.replace('  district-2000:\n', '  district-2000:\n   bad indent: [\n');
+    const here = (() => { try { parseYaml(broken, { child: false }); } catch (err) { return (err as Error).message; } return 'parsed'; })();
+    expect(here).toMatch(/\(1400\d:\d+\)/); // line and column
+    expect(parseInChild(broken)).toEqual({ error: here });
+    expect(() => parseConfig(broken, 'big.yaml', {})).toThrow(`big.yaml is not valid YAML: ${here}`);
   });
 
   it('reads the http section: listen, accounts, the proxy, and what is wrong with them', () => {
