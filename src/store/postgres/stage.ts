@@ -1,8 +1,9 @@
 // PostgreSQL staging: checked rows are COPYed (pg-copy-streams) into temporary tables of one
 // session held for the file, then one transaction applies the whole file set-based
 // (apply-sql.ts). The parse thread writes the rows in COPY's text format already.
-import { pipeline } from 'node:stream/promises';
-import { Readable } from 'node:stream';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { from as copyFrom } from 'pg-copy-streams';
 import type {
   ApplyOptions,
@@ -46,6 +47,12 @@ export class PgStage implements BatchStage {
   private closed = false;
   /** The stored hash each verified password was checked against (passwordWork). */
   private readonly checked = new Map<number, string>();
+  /**
+   * The COPY that batches of valid rows stream into, open from the first batch until anything
+   * else needs the session: the server takes rows without a round trip per batch (one COPY a
+   * batch cost a million-row file about a second).
+   */
+  private copy: { stream: Writable; done: Promise<void> } | null = null;
 
   private constructor(
     private readonly client: Client,
@@ -73,6 +80,7 @@ export class PgStage implements BatchStage {
 
   async write(batch: StageBatch): Promise<void> {
     if (batch.failed.length) {
+      await this.endCopy(); // the session takes one statement at a time
       await this.client.query(`INSERT INTO ${this.failedKeys} SELECT * FROM unnest($1::text[], $2::integer[]) ON CONFLICT DO NOTHING`, [
         batch.failed.filter((f) => f.key).map((f) => f.key),
         batch.failed.filter((f) => f.key).map((f) => f.line),
@@ -81,14 +89,31 @@ export class PgStage implements BatchStage {
       this.failed += batch.failed.length;
     }
     if (batch.rows) {
-      const copy = this.client.query(copyFrom(`COPY ${this.rows} (${this.columns.join(', ')}) FROM STDIN`));
-      await pipeline(Readable.from([batch.rows]), copy);
+      const copy = (this.copy ??= this.openCopy());
+      if (!copy.stream.write(batch.rows)) await Promise.race([once(copy.stream, 'drain'), copy.done]);
       this.valid += batch.count;
     }
     for (const line of batch.repeats) this.repeats.push(line);
   }
 
+  private openCopy(): { stream: Writable; done: Promise<void> } {
+    const stream = this.client.query(copyFrom(`COPY ${this.rows} (${this.columns.join(', ')}) FROM STDIN`));
+    const done = finished(stream);
+    done.catch(() => {}); // seen by whoever waits for it (endCopy, or a write's back-pressure)
+    return { stream, done };
+  }
+
+  /** Ends the open COPY, if any, and waits for the server to have every row (or its error). */
+  private async endCopy(): Promise<void> {
+    const copy = this.copy;
+    if (!copy) return;
+    this.copy = null;
+    copy.stream.end();
+    await copy.done;
+  }
+
   async reset(): Promise<void> {
+    await this.endCopy().catch(() => {}); // the rows go anyway
     await this.client.query(`TRUNCATE ${this.rows}, ${this.failedKeys}, ${this.errors}`);
     this.valid = 0;
     this.failed = 0;
@@ -108,6 +133,7 @@ export class PgStage implements BatchStage {
   }
 
   async finish(): Promise<StageSummary> {
+    await this.endCopy();
     // Statistics for the planner (a temporary table has none: it would guess a nested loop over a
     // million rows). A small sample is enough to see the size and that keys are distinct.
     await this.client.query(`BEGIN; SET LOCAL default_statistics_target = 10; ANALYZE ${this.rows}; COMMIT`);
@@ -351,10 +377,13 @@ export class PgStage implements BatchStage {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // A COPY that fails to end leaves the session unusable: it is closed, not pooled again.
+    let broken: Error | undefined;
     try {
-      await this.client.query(`DROP TABLE IF EXISTS ${this.rows}, ${this.failedKeys}, ${this.errors}`);
+      await this.endCopy().catch((err: Error) => (broken = err));
+      if (!broken) await this.client.query(`DROP TABLE IF EXISTS ${this.rows}, ${this.failedKeys}, ${this.errors}`);
     } finally {
-      this.client.release();
+      this.client.release(broken);
     }
   }
 }
