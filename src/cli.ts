@@ -12,10 +12,13 @@ import { packageRoot } from './paths.js';
 
 // V8 keeps the compiled code of those modules between runs (Node's compile cache), so a run
 // starts sooner. The cache lives beside the package, not in a folder other users can write.
+// (A read-only install gets no cache, only a slower start. The folder must exist: Node's own
+// attempt to create a path it cannot make can spin.)
 try {
-  module.enableCompileCache(path.join(packageRoot(), 'node_modules', '.cache', 'provisioner-compile'));
+  const modules = path.join(packageRoot(), 'node_modules');
+  if (fs.statSync(modules).isDirectory()) module.enableCompileCache(path.join(modules, '.cache', 'provisioner-compile'));
 } catch {
-  /* no cache (a read-only install): only start-up is slower */
+  /* no node_modules beside the package (installed elsewhere): no cache */
 }
 
 function packageVersion(): string {
