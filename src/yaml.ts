@@ -15,13 +15,16 @@ import { threadScript } from './paths.js';
  */
 export const CHILD_PARSE_BYTES = 256 * 1024;
 
+/** What the child writes: the parsed value, or the parser's message. */
+export type ChildAnswer = { value: unknown } | { error: string };
+
 /**
  * YAML 1.2's core schema: dates stay strings; a repeated key is an error. `child`: parse in a
  * child process (default: from CHILD_PARSE_BYTES on).
  */
 export function parseYaml(text: string, opts: { child?: boolean } = {}): unknown {
-  if (!(opts.child ?? text.length >= CHILD_PARSE_BYTES)) return parseHere(text);
-  let answer: { value: unknown } | { error: string };
+  if (!(opts.child ?? Buffer.byteLength(text) >= CHILD_PARSE_BYTES)) return parseHere(text);
+  let answer: ChildAnswer;
   try {
     answer = parseInChild(text);
   } catch {
@@ -32,14 +35,14 @@ export function parseYaml(text: string, opts: { child?: boolean } = {}): unknown
 }
 
 /** The child's answer: the value, or the parser's message. Throws when no child could run. */
-export function parseInChild(text: string): { value: unknown } | { error: string } {
+export function parseInChild(text: string): ChildAnswer {
   const out = execFileSync(process.execPath, [fileURLToPath(threadScript(import.meta.url, 'yaml-process.js'))], {
     input: text,
     encoding: 'utf8',
     maxBuffer: 8 * text.length + 1024 * 1024,
     stdio: ['pipe', 'pipe', 'ignore'],
   });
-  return JSON.parse(out) as { value: unknown } | { error: string };
+  return JSON.parse(out) as ChildAnswer;
 }
 
 /** The parse itself (here, or in the child: yaml-process.ts). */

@@ -129,7 +129,7 @@ tenants:
       `  district-${i}:\n    name: "District ${i} — Zoë's"\n    schedule: "0 2 * * *"\n    sftp: { host: sftp${i}.example.org, username: d${i}, password: "\${D${i}_PW}" }\n    files: { users.csv: samegoal-users }\n    options: { maxDeactivatePercent: 12.5, overwriteEmail: false }\n    notify: { to: [it@d${i}.example.org] }\n`;
     const tenants = Array.from({ length: 2500 }, (_, i) => tenant(i)).join('');
     const yaml = `database: ./x.db\ntenants:\n${tenants}`;
-    expect(yaml.length).toBeGreaterThan(CHILD_PARSE_BYTES);
+    expect(Buffer.byteLength(yaml)).toBeGreaterThan(CHILD_PARSE_BYTES);
     expect(parseInChild(yaml)).toEqual({ value: parseYaml(yaml, { child: false }) });
     const config = parseConfig(yaml, 'big.yaml', {});
     expect(config.tenants).toHaveLength(2500);

@@ -50,7 +50,7 @@ export class PgStage implements BatchStage {
   /**
    * The COPY that batches of valid rows stream into, open from the first batch until anything
    * else needs the session: the server takes rows without a round trip per batch (one COPY a
-   * batch cost a million-row file about a second).
+   * batch cost a million-row file about half a second).
    */
   private copy: { stream: Writable; done: Promise<void> } | null = null;
 
