@@ -43,27 +43,42 @@ export function resolveSftp(tenant: TenantConfig, env: NodeJS.ProcessEnv = proce
   };
 }
 
-/** Replace `${NAME}` in every string; an unset variable is a problem naming it and its key. */
-export function expandEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
-  if (typeof value === 'string') {
-    if (DEFERRED.some((d) => d.test(at))) return value;
-    // In a PostgreSQL URL (`postgres://provisioner:${PGPASSWORD}@host/db`) a value is
-    // percent-encoded: a password may hold @, :, / or % without breaking the URL.
-    const inUrl = at === 'database' && /^postgres(ql)?:\/\//i.test(value);
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
-      const v = env[name];
-      if (v === undefined) {
-        problems.push(`${at || '(root)'}: environment variable ${name} is not set`);
-        return '';
+/**
+ * Replaces `${NAME}` in every string of `value`, a tree fresh from the parser, in place; an unset
+ * variable is a problem naming it and its key. In place, and a value's key path is spelled out
+ * only where it names a variable: copying a 10,000-tenant file with a path string for each of its
+ * values made most of the garbage of loading it.
+ */
+export function expandEnv(value: unknown, env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  const keys: (string | number)[] = [];
+  const at = () => keys.reduce<string>((s, k) => (typeof k === 'number' ? `${s}[${k}]` : s ? `${s}.${k}` : k), '');
+  const visit = (v: unknown): unknown => {
+    if (typeof v === 'string') return v.includes('${') ? expandString(v, at(), env, problems) : v;
+    if (v && typeof v === 'object') {
+      const node = v as Record<string, unknown>;
+      const list = Array.isArray(v);
+      for (const k of Object.keys(node)) {
+        keys.push(list ? Number(k) : k);
+        node[k] = visit(node[k]);
+        keys.pop();
       }
-      return inUrl ? encodeURIComponent(v) : v;
-    });
-  }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, `${at}[${i}]`, env, problems));
-  if (value && typeof value === 'object') {
-    return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, expandEnv(v, at ? `${at}.${k}` : k, env, problems)]),
-    );
-  }
-  return value;
+    }
+    return v;
+  };
+  return visit(value);
+}
+
+function expandString(value: string, at: string, env: NodeJS.ProcessEnv, problems: string[]): string {
+  if (DEFERRED.some((d) => d.test(at))) return value;
+  // In a PostgreSQL URL (`postgres://provisioner:${PGPASSWORD}@host/db`) a value is
+  // percent-encoded: a password may hold @, :, / or % without breaking the URL.
+  const inUrl = at === 'database' && /^postgres(ql)?:\/\//i.test(value);
+  return value.replace(ENV_REF, (_m, name: string) => {
+    const v = env[name];
+    if (v === undefined) {
+      problems.push(`${at || '(root)'}: environment variable ${name} is not set`);
+      return '';
+    }
+    return inUrl ? encodeURIComponent(v) : v;
+  });
 }

@@ -20,8 +20,12 @@ export class ProvisionerError extends Error {
 /** Bad command line or configuration: the operator must fix something before anything runs. */
 export class ConfigError extends ProvisionerError {
   override readonly exitCode = ExitCode.usage;
-  constructor(message: string, readonly problems: string[] = []) {
-    super(problems.length ? `${message}\n${problems.map((p) => `  ${p}`).join('\n')}` : message);
+  constructor(
+    /** The message without its list of problems. */
+    readonly summary: string,
+    readonly problems: string[] = [],
+  ) {
+    super(problems.length ? `${summary}\n${problems.map((p) => `  ${p}`).join('\n')}` : summary);
   }
 }
 

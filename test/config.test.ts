@@ -1,10 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseConfig, resolveDigestKey, resolveSftp } from '../src/config.js';
+import { CHILD_LOAD_BYTES, loadConfig, parseConfig, parseConfigHere, resolveDigestKey, resolveSftp } from '../src/config.js';
+import { parseConfigInChild } from '../src/config-child.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/paths.js';
-import { CHILD_PARSE_BYTES, parseInChild, parseYaml } from '../src/yaml.js';
 
 const example = path.join(packageRoot(), 'config.example.yaml');
 
@@ -13,6 +13,16 @@ function problemsOf(fn: () => unknown): string[] {
     fn();
   } catch (err) {
     if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+function messageOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message;
     throw err;
   }
   throw new Error('expected a ConfigError');
@@ -124,24 +134,37 @@ tenants:
     );
   });
 
-  it('reads a large configuration (thousands of tenants) in a child process, with the same result and the same messages', () => {
+  it('loads a large configuration (thousands of tenants) in a child process, with the same result and the same messages', () => {
     const tenant = (i: number) =>
       `  district-${i}:\n    name: "District ${i} — Zoë's"\n    schedule: "0 2 * * *"\n    sftp: { host: sftp${i}.example.org, username: d${i}, password: "\${D${i}_PW}" }\n    files: { users.csv: samegoal-users }\n    options: { maxDeactivatePercent: 12.5, overwriteEmail: false }\n    notify: { to: [it@d${i}.example.org] }\n`;
     const tenants = Array.from({ length: 2500 }, (_, i) => tenant(i)).join('');
-    const yaml = `database: ./x.db\ntenants:\n${tenants}`;
-    expect(Buffer.byteLength(yaml)).toBeGreaterThan(CHILD_PARSE_BYTES);
-    expect(parseInChild(yaml)).toEqual({ value: parseYaml(yaml, { child: false }) });
-    const config = parseConfig(yaml, 'big.yaml', {});
+    const yaml = `database: ./x.db\nlog: { level: "\${LEVEL}" }\ntenants:\n${tenants}`;
+    expect(Buffer.byteLength(yaml)).toBeGreaterThan(CHILD_LOAD_BYTES);
+    // The child sees the environment it is given, not this process's.
+    const env = { LEVEL: 'debug' };
+    expect(parseConfigInChild(yaml, 'big.yaml', env)).toEqual({ config: JSON.parse(JSON.stringify(parseConfigHere(yaml, 'big.yaml', env))) });
+    const config = parseConfig(yaml, 'big.yaml', env);
+    expect(config.log.level).toBe('debug');
     expect(config.tenants).toHaveLength(2500);
     expect(config.tenants[2499]).toMatchObject({ id: 'district-2499', name: "District 2499 — Zoë's", schedule: '0 2 * * *' });
     expect(config.tenants[7].options.maxDeactivatePercent).toBe(12.5);
+    expect(config.tenants[7].sftp.password).toBe('${D7_PW}'); // a secret is filled in only when used
 
     // A mistake deep in a large file: the parser's own message, with its place, either way.
     const broken = yaml.replace('  district-2000:\n', '  district-2000:\n   bad indent: [\n');
-    const here = (() => { try { parseYaml(broken, { child: false }); } catch (err) { return (err as Error).message; } return 'parsed'; })();
-    expect(here).toMatch(/\(1400\d:\d+\)/); // line and column
-    expect(parseInChild(broken)).toEqual({ error: here });
-    expect(() => parseConfig(broken, 'big.yaml', {})).toThrow(`big.yaml is not valid YAML: ${here}`);
+    const here = messageOf(() => parseConfigHere(broken, 'big.yaml', env));
+    expect(here).toMatch(/^big\.yaml is not valid YAML: .*\(1400\d:\d+\)/s); // line and column
+    expect(messageOf(() => parseConfig(broken, 'big.yaml', env))).toBe(here);
+
+    // Problems found by the checks come back as the same list.
+    const wrong = yaml.replace('district-1999:\n    name:', 'district-1999:\n    loose: sometimes\n    name:').replace('"\${LEVEL}"', '"\${NOT_SET_ANYWHERE}"');
+    const problems = problemsOf(() => parseConfig(wrong, 'big.yaml', env));
+    expect(problems).toEqual([
+      'log.level: environment variable NOT_SET_ANYWHERE is not set',
+      'log.level: must be one of trace, debug, info, warn, error, fatal, silent',
+      'tenants.district-1999.loose: must be one of auto, all, keep',
+    ]);
+    expect(problems).toEqual(problemsOf(() => parseConfigHere(wrong, 'big.yaml', env)));
   });
 
   it('reads the http section: listen, accounts, the proxy, and what is wrong with them', () => {

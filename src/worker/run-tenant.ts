@@ -8,6 +8,7 @@ import { resolveSftp, type TenantConfig } from '../config.js';
 import { ConfigError, errorMessage, HostKeyMismatchError, RemoteError } from '../errors.js';
 import { isNoSuchFile, SftpSession, type RemoteEntry } from '../sftp/client.js';
 import type { RunStatus } from '../store/types.js';
+import { keepHeapSmall } from '../memory.js';
 import { printable } from '../text.js';
 import { emptyResult, worstStatus, type RunContext, type RunDeps, type RunOptions, type TenantRunResult } from './context.js';
 import { abandonedClaims, claimEpoch, writeClaimFile } from './claims.js';
@@ -46,6 +47,7 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
   const log = deps.log.child({ tenant: tenant.id, run: runId });
   let result = emptyResult(tenant.id, runId);
   let ctx: RunContext | undefined;
+  const releaseHeap = keepHeapSmall();
   const renew = setInterval(() => {
     store.leases.renew(processId, config.leaseSeconds).catch((err) => log.warn({ err: errorMessage(err) }, `could not renew the lease: ${errorMessage(err)}`));
     for (const [epoch, dir] of ctx?.claimed ?? []) void writeClaimFile(ctx!, epoch, dir).catch(() => {});
@@ -67,6 +69,7 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
     log.error({ err: errorMessage(err), stack: err instanceof RemoteError || err instanceof ConfigError ? undefined : (err as Error)?.stack }, result.message!);
   } finally {
     clearInterval(renew);
+    releaseHeap();
     await session?.close();
     fs.rmSync(workDir, { recursive: true, force: true });
     await store.runs.finish(runId, result.status, result.message, settlingNote(result)).catch((err) => log.error({ err: errorMessage(err) }, 'could not record the end of the run'));
