@@ -8,25 +8,17 @@ import { packageRoot } from '../src/paths.js';
 
 const example = path.join(packageRoot(), 'config.example.yaml');
 
-function problemsOf(fn: () => unknown): string[] {
+function configErrorOf(fn: () => unknown): ConfigError {
   try {
     fn();
   } catch (err) {
-    if (err instanceof ConfigError) return err.problems;
+    if (err instanceof ConfigError) return err;
     throw err;
   }
   throw new Error('expected a ConfigError');
 }
-
-function messageOf(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof ConfigError) return err.message;
-    throw err;
-  }
-  throw new Error('expected a ConfigError');
-}
+const problemsOf = (fn: () => unknown): string[] => configErrorOf(fn).problems;
+const messageOf = (fn: () => unknown): string => configErrorOf(fn).message;
 
 describe('configuration', () => {
   it('config.example.yaml validates and documents every tenant key', () => {
