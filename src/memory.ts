@@ -68,9 +68,9 @@ export function keepHeapSmall(): () => void {
 export const heapPacing = (): boolean => holders > 0;
 
 /**
- * A collection that also gives back the memory the heap grew into, once: after loading a large
- * configuration (a 10,000-tenant file grows the young generation to 32-64 MiB on its way in and
- * V8 keeps it, 40 MiB of resident memory the run never needs again).
+ * A collection that also gives back the memory the heap grew into, once: after reading a large
+ * configuration (the JSON of 10,000 tenants from the loading child grows the young generation to
+ * 16 MiB on its way in, and V8 keeps it; a last-resort collection shrinks it to nothing).
  */
 export function compactHeap(): void {
   collector()?.({ type: 'major', flavor: 'last-resort' });

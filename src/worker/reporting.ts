@@ -27,9 +27,10 @@ function tenantsById(config: Config): Map<string, TenantConfig> {
 /** Queues the reports of a tenant's (or every tenant's) unreported outcomes. Returns how many mails. */
 export async function reportOutcomes(deps: { store: Store; config: Config; log: Logger }, tenant?: string): Promise<number> {
   const { store, config } = deps;
+  const tenants = tenantsById(config);
   let queued = 0;
   for (const outcome of await store.outbox.unreported(tenant)) {
-    const t = tenantsById(config).get(outcome.tenant);
+    const t = tenants.get(outcome.tenant);
     const mail = t ? await mailFor(store, config, t, outcome) : [];
     await store.outbox.markReported(outcome.id, mail);
     queued += mail.length;
