@@ -64,13 +64,22 @@ export function keepHeapSmall(): () => void {
   };
 }
 
+/**
+ * A young collection now. For code that knows it just made a lot of short-lived garbage outside
+ * the heap (a download's packet buffers), which V8 would let pile up to about 64 MiB first.
+ */
+export function collectYoung(): void {
+  collector()?.({ type: 'minor' });
+}
+
 /** Whether the collector is being paced now (for tests). */
 export const heapPacing = (): boolean => holders > 0;
 
 /**
  * A collection that also gives back the memory the heap grew into, once: after reading a large
  * configuration (the JSON of 10,000 tenants from the loading child grows the young generation to
- * 16 MiB on its way in, and V8 keeps it; a last-resort collection shrinks it to nothing).
+ * 16 MiB on its way in, and V8 keeps it; a last-resort collection shrinks it to nothing), and
+ * before a large download (follow-download.ts).
  */
 export function compactHeap(): void {
   collector()?.({ type: 'major', flavor: 'last-resort' });

@@ -4,6 +4,8 @@ import v8 from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import { writeJsonList } from '../src/commands/run-now.js';
 import { compactHeap, heapPacing, keepHeapSmall } from '../src/memory.js';
+import type { SftpSession } from '../src/sftp/client.js';
+import { followDownload } from '../src/worker/follow-download.js';
 
 const newSpace = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!;
 
@@ -20,14 +22,30 @@ describe('memory', () => {
     expect(heapPacing()).toBe(false);
   });
 
-  it('gives back the young generation a load grew into', () => {
-    // Objects that live a while grow the young generation, as loading a large configuration does.
+  /** Objects that live a while grow the young generation, as loading a large configuration does. */
+  const growYoungGeneration = (): number => {
     let keep: unknown[] = [];
     for (let round = 0; round < 40; round++) keep = Array.from({ length: 50_000 }, (_, i) => ({ i, s: `value ${i} ${round}` }));
     expect(keep).toHaveLength(50_000);
     const grown = newSpace().physical_space_size;
     expect(grown).toBeGreaterThan(2 * 1024 * 1024);
+    return grown;
+  };
+
+  it('gives back the young generation a load grew into', () => {
+    const grown = growYoungGeneration();
     compactHeap();
+    expect(newSpace().physical_space_size).toBeLessThan(grown / 2);
+  });
+
+  it('gives back the young generation before a large download, not before a small one', async () => {
+    // The session's side of a download: it learns the size, then the bytes arrive.
+    const session = (bytes: number) =>
+      ({ download: async (_r: string, _l: string, p: { sized(n: number): void }) => p.sized(bytes) }) as unknown as SftpSession;
+    const grown = growYoungGeneration();
+    await followDownload(session(1024 * 1024), '/up/users.csv', '/tmp/unused').settled;
+    expect(newSpace().physical_space_size).toBeGreaterThan(grown / 2);
+    await followDownload(session(90 * 1024 * 1024), '/up/users.csv', '/tmp/unused').settled;
     expect(newSpace().physical_space_size).toBeLessThan(grown / 2);
   });
 

@@ -129,6 +129,7 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let tabSeen = false; // COPY: a batch's text held a tab, which a value may then hold
   let failedOut: FailedRow[] = [];
   let repeats: number[] = [];
+  let reported = 0; // rows committed to the part file and reported as progress
   // Besides the file's own text, only the site map's labels reach a staged row unescaped.
   const labelsHoldTab = Object.values(req.options.siteMap).some((label) => label.includes('\t'));
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
@@ -138,14 +139,15 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let next = 0; // index into wanted (collect mode)
 
   const flush = async () => {
-    if (req.mode === 'stage' && (rowsOut.length || failedOut.length)) {
-      if (writer) {
-        writer.write(rowsOut, failedOut, repeats);
+    if (writer) {
+      if (summary.rows > reported) {
+        writer.commit();
+        reported = summary.rows;
         await emit({ type: 'progress', rowsSoFar: summary.rows });
-      } else {
-        const batch: StageBatch = { count: rowsOut.length, rows: copyRows(rowsOut, tabSeen), failed: failedOut, repeats };
-        await emit({ type: 'batch', batch, rowsSoFar: summary.rows });
       }
+    } else if (req.mode === 'stage' && (rowsOut.length || failedOut.length)) {
+      const batch: StageBatch = { count: rowsOut.length, rows: copyRows(rowsOut, tabSeen), failed: failedOut, repeats };
+      await emit({ type: 'batch', batch, rowsSoFar: summary.rows });
       summary.valid += rowsOut.length;
       summary.failed += failedOut.length;
       rowsOut = [];
@@ -184,6 +186,18 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
             continue;
           }
           const result = checker!.check(record.line, record.values, mayHoldNul);
+          if (writer) {
+            // Straight into the part file: no row outlives its record.
+            if (result.ok) {
+              if (seen.add(result.key)) writer.addRepeat(record.line);
+              writer.addRow(result.row);
+            } else {
+              if (result.key) seen.add(result.key);
+              writer.addFailed({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
+            }
+            if (summary.rows - reported >= ROWS_PER_BATCH) await flush();
+            continue;
+          }
           if (result.ok) {
             if (seen.add(result.key)) repeats.push(record.line);
             rowsOut.push(result.row);
@@ -197,7 +211,12 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
       { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes, part: part ?? undefined, sha1: req.sha1 ?? true, follow: req.follow },
     );
     await flush();
-    (writer as StagePartWriter | null)?.finish(req.sink?.type === 'part-file' && req.sink.keyIndex);
+    if (writer) {
+      const w = writer as StagePartWriter;
+      w.finish(req.sink?.type === 'part-file' && req.sink.keyIndex);
+      summary.valid = w.valid;
+      summary.failed = w.failed;
+    }
     summary.sha1 = read.sha1;
   } catch (err) {
     (writer as StagePartWriter | null)?.close();

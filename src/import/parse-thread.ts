@@ -9,9 +9,12 @@ import { parseFile, type ParseEvent, type ParseRequest, type ParseSummary } from
 const IN_FLIGHT = 3;
 /**
  * The thread's heap is capped: parsing makes garbage fast, and V8 would otherwise let it grow to
- * a couple of hundred MB before collecting. What it holds at once is one batch of rows.
+ * a couple of hundred MB before collecting. A row lives only from its record to its part file
+ * (stage-part.ts binds rows a hundred at a time), so almost nothing survives a scavenge and a
+ * 4 MiB young generation costs no more time than 16 (it did when a batch of 5,000 rows waited for
+ * its write: 1.1 s more CPU per 1,000,000 rows) and saves some 12 MiB a thread.
  */
-const HEAP_LIMITS = { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 16 };
+const HEAP_LIMITS = { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 4 };
 
 type FromThread = { type: 'event'; event: ParseEvent } | { type: 'done'; summary: ParseSummary } | { type: 'error'; message: string; stack?: string };
 

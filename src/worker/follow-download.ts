@@ -3,6 +3,7 @@
 // checked while it arrives instead of after.
 import crypto from 'node:crypto';
 import { GrowingFile } from '../import/growing-file.js';
+import { collectYoung, compactHeap } from '../memory.js';
 import type { SftpSession } from '../sftp/client.js';
 
 export interface FollowedDownload {
@@ -16,6 +17,19 @@ export interface FollowedDownload {
   ms(): number;
 }
 
+/**
+ * Memory while a large file arrives. Every byte passes through two or three of ssh2's buffers
+ * (the decrypted packets, the SFTP reply they are joined into), dead as soon as the bytes are
+ * written: at 100 MB/s, some 250 MB of garbage a second outside the heap, which V8 lets reach
+ * about 64 MiB before it collects; and the young generation the run grew before the download
+ * stays resident. So a large download first gives that young generation back (a last-resort
+ * collection, 10-20 ms) and then collects the young generation every 8 MiB (well under a
+ * millisecond each). A 1,000,000-row import peaked at 167-177 MiB instead of 201-208, in the same
+ * time. (A full collection every 8 MiB saved 5 MiB more but stalled the download, which the parse
+ * threads wait for: 0.5-1 s slower.)
+ */
+const COLLECT_EVERY_BYTES = 8 * 1024 * 1024;
+
 export function followDownload(session: SftpSession, remote: string, local: string): FollowedDownload {
   const started = performance.now();
   let ms = 0;
@@ -23,10 +37,14 @@ export function followDownload(session: SftpSession, remote: string, local: stri
   const hash = crypto.createHash('sha1');
   const sha1 = session
     .download(remote, local, {
-      sized: (bytes) => growing.sized(bytes),
+      sized: (bytes) => {
+        growing.sized(bytes);
+        if (bytes >= COLLECT_EVERY_BYTES) compactHeap();
+      },
       wrote: (total, chunk) => {
         hash.update(chunk);
         growing.grew(total);
+        if (Math.floor(total / COLLECT_EVERY_BYTES) !== Math.floor((total - chunk.length) / COLLECT_EVERY_BYTES)) collectYoung();
       },
     })
     .then(
