@@ -37,7 +37,14 @@ export interface CsvReadOptions {
 
 export interface FilePart {
   start: number;
-  end: number;
+  /**
+   * Where the part ends. Finding it means reading the bytes around the cut, which may not have
+   * arrived yet: the part is read up to `reaches` without it, so the first part of a file still
+   * downloading starts at once instead of waiting for the download to pass its end.
+   */
+  end(): Promise<number>;
+  /** The part surely reaches this far (its end is the first line feed at or after it). */
+  reaches: number;
   firstLine: number;
   last: boolean;
 }
@@ -83,7 +90,16 @@ export async function readCsv(
     const buffers = [Buffer.allocUnsafe(READ_CHUNK), Buffer.allocUnsafe(READ_CHUNK)];
     let which = 0;
     const first = part?.start ?? 0;
-    const stop = part && !part.last ? part.end : Infinity;
+    /** Where reading stops: the part's end once known; until then, as far as the part surely reaches. */
+    let stop = part && !part.last ? part.reaches : Infinity;
+    let stopKnown = stop === Infinity;
+    const until = async (at: number): Promise<number> => {
+      if (!stopKnown && at >= stop) {
+        stop = await part!.end();
+        stopKnown = true;
+      }
+      return stop;
+    };
     /** Reads up to `want` bytes at `at`, once they are there (a file still arriving). */
     const readAt = async (buffer: Buffer, at: number, want: number): Promise<{ bytesRead: number }> => {
       const have = Math.min(want, (await follow.until(at + want)) - at);
@@ -92,7 +108,7 @@ export async function readCsv(
     let offset = first;
     // A part's bytes before its start are hashed first (only part 0 hashes, so there are none).
     if (hash && first > 0) await hashRange(readAt, hash, buffers[0], 0, first);
-    pendingRead = readAt(buffers[which], offset, Math.min(READ_CHUNK, stop - offset));
+    pendingRead = readAt(buffers[which], offset, Math.min(READ_CHUNK, (await until(offset)) - offset));
     for (;;) {
       const { bytesRead }: { bytesRead: number } = await pendingRead;
       pendingRead = undefined;
@@ -100,7 +116,7 @@ export async function readCsv(
       const chunk = buffers[which].subarray(0, bytesRead);
       // Read the next chunk into the other buffer while this one is processed.
       which ^= 1;
-      const next = Math.min(READ_CHUNK, stop - (offset + bytesRead));
+      const next = Math.min(READ_CHUNK, (await until(offset + bytesRead)) - (offset + bytesRead));
       pendingRead = next > 0 ? readAt(buffers[which], offset + bytesRead, next) : Promise.resolve({ bytesRead: 0 });
       pendingRead.catch(() => undefined); // awaited on the next turn, or dropped if we stop
       hash?.update(chunk);

@@ -9,16 +9,26 @@ import { FollowedFile } from './growing-file.js';
 const WINDOW = 64 * 1024;
 
 export async function partBounds(file: string, follow: FollowedFile, size: number, index: number, count: number): Promise<FilePart> {
-  const fh = await fs.promises.open(file, 'r');
-  try {
-    const window = Buffer.allocUnsafe(WINDOW);
-    const cut = (k: number): Promise<number> => (k === 0 ? Promise.resolve(0) : k >= count ? Promise.resolve(size) : lineFeedAfter(fh, follow, window, Math.floor((size * k) / count), size));
-    const start = await cut(index);
-    const end = Math.max(start, await cut(index + 1));
-    return { start, end, firstLine: start === 0 ? 1 : await linesBefore(fh, follow, start), last: index === count - 1 };
-  } finally {
-    await fh.close();
-  }
+  const nominal = (k: number) => (k >= count ? size : Math.floor((size * k) / count));
+  const cut = async (k: number): Promise<number> => {
+    if (k === 0 || k >= count) return nominal(k);
+    const fh = await fs.promises.open(file, 'r');
+    try {
+      return await lineFeedAfter(fh, follow, Buffer.allocUnsafe(WINDOW), nominal(k), size);
+    } finally {
+      await fh.close();
+    }
+  };
+  const start = await cut(index);
+  // The end is found when the reader gets there (csv-reader.ts): by then its bytes are in.
+  let end: Promise<number> | undefined;
+  return {
+    start,
+    end: () => (end ??= cut(index + 1).then((e) => Math.max(start, e))),
+    reaches: Math.max(start, nominal(index + 1)),
+    firstLine: start === 0 ? 1 : await linesBefore(file, follow, start),
+    last: index === count - 1,
+  };
 }
 
 /** Just past the first line feed at or after `at` (the size when there is none). */
@@ -34,19 +44,24 @@ export async function lineFeedAfter(fh: fs.promises.FileHandle, follow: Followed
 }
 
 /** The line that byte `offset` (just after a line feed) starts: one plus the line feeds before it. */
-async function linesBefore(fh: fs.promises.FileHandle, follow: FollowedFile, offset: number): Promise<number> {
-  const buffer = Buffer.allocUnsafe(1 << 20);
-  let lines = 1;
-  for (let at = 0; at < offset; ) {
-    const have = (await follow.until(Math.min(offset, at + buffer.length))) - at;
-    if (have <= 0) break;
-    const { bytesRead } = await fh.read(buffer, 0, have, at);
-    if (bytesRead === 0) break;
-    const bytes = buffer.subarray(0, bytesRead);
-    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
-    at += bytesRead;
+async function linesBefore(file: string, follow: FollowedFile, offset: number): Promise<number> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    let lines = 1;
+    for (let at = 0; at < offset; ) {
+      const have = (await follow.until(Math.min(offset, at + buffer.length))) - at;
+      if (have <= 0) break;
+      const { bytesRead } = await fh.read(buffer, 0, have, at);
+      if (bytesRead === 0) break;
+      const bytes = buffer.subarray(0, bytesRead);
+      for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
+      at += bytesRead;
+    }
+    return lines;
+  } finally {
+    await fh.close();
   }
-  return lines;
 }
 
 /**

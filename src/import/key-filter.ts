@@ -5,7 +5,7 @@
 //
 // Several parse threads read parts of one file at once and share one filter (a
 // SharedArrayBuffer). It is a *blocked* filter: all of a key's bits lie in one 32-bit word, set
-// with one compare-and-swap, so when two threads add the same key at the same moment one of them
+// with one atomic OR, so when two threads add the same key at the same moment one of them
 // always sees the other's bits. (With bits spread over several words both could see one bit
 // still clear and the duplicate would go unflagged.)
 export class KeyFilter {
@@ -52,10 +52,9 @@ export class KeyFilter {
       this.words[word] = old | mask;
       return (old & mask) === mask;
     }
-    for (;;) {
-      const old = Atomics.load(this.words, word);
-      if ((old & mask) === mask) return true;
-      if (Atomics.compareExchange(this.words, word, old, old | mask) === old) return false;
-    }
+    // A plain read first (most keys are new, but a repeated key need not write); then one atomic
+    // OR, whose old value says whether another thread had set the bits.
+    if ((this.words[word] & mask) === mask) return true;
+    return (Atomics.or(this.words, word, mask) & mask) === mask;
   }
 }
