@@ -1,8 +1,8 @@
 // The child process of parseConfig (config.ts) for a large configuration: the YAML on standard
 // input, the file's path as the argument, the environment its own; the loaded configuration (or
-// its problems) as JSON on standard output.
+// its problems) as JSON on standard output (config-child.ts).
 import fs from 'node:fs';
-import type { ChildAnswer } from './config-child.js';
+import { writeAnswer, type ChildAnswer } from './config-child.js';
 import { parseConfigHere } from './config.js';
 import { ConfigError } from './errors.js';
 
@@ -12,4 +12,5 @@ try {
 } catch (err) {
   answer = err instanceof ConfigError ? { summary: err.summary, problems: err.problems } : { failed: String((err as Error)?.message ?? err) };
 }
-process.stdout.write(JSON.stringify(answer));
+// Writes to a pipe are synchronous on Linux and macOS: the answer is out when the child exits.
+writeAnswer((chunk) => process.stdout.write(chunk), answer);

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CHILD_LOAD_BYTES, loadConfig, parseConfig, parseConfigHere, resolveDigestKey, resolveSftp } from '../src/config.js';
-import { parseConfigInChild } from '../src/config-child.js';
+import { parseConfigInChild, writeAnswer, type ChildAnswer } from '../src/config-child.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -157,6 +157,25 @@ tenants:
       'tenants.district-1999.loose: must be one of auto, all, keep',
     ]);
     expect(problems).toEqual(problemsOf(() => parseConfigHere(wrong, 'big.yaml', env)));
+  });
+
+  it('writes the child\'s answer as the JSON of the whole, a tenant at a time in chunks', () => {
+    const written = (answer: ChildAnswer) => {
+      const chunks: string[] = [];
+      writeAnswer((c) => chunks.push(c), answer);
+      return chunks;
+    };
+    const yaml = `database: ./x.db\ntenants:\n${Array.from({ length: 300 }, (_, i) => `  d-${i}:\n    sftp: { host: h${i}.example.org, username: "u\\n${i}", password: p }\n    files: { users.csv: samegoal-users }\n    notify: { when: never }\n`).join('')}`;
+    const big: ChildAnswer = { config: parseConfigHere(yaml, 'c.yaml', {}) };
+    const chunks = written(big);
+    expect(chunks.length).toBeGreaterThan(1); // not one string of the whole
+    expect(JSON.parse(chunks.join(''))).toEqual(JSON.parse(JSON.stringify(big)));
+    const one: ChildAnswer = { config: parseConfigHere(yaml.split('  d-1:')[0], 'c.yaml', {}) };
+    expect(written(one)).toHaveLength(1);
+    expect(JSON.parse(written(one).join(''))).toEqual(JSON.parse(JSON.stringify(one)));
+    for (const answer of [{ summary: 'c.yaml has 1 problem(s):', problems: ['x: y'] }, { failed: 'out of memory' }] as ChildAnswer[]) {
+      expect(JSON.parse(written(answer).join(''))).toEqual(answer);
+    }
   });
 
   it('reads the http section: listen, accounts, the proxy, and what is wrong with them', () => {
