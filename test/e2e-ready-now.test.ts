@@ -114,7 +114,7 @@ describe.each(availableSftpServerKinds())('ready means ready now on %s sftp', (k
         return false; // the database is still being made
       }
     };
-    await waitFor('the first look at the file', observed, 15_000, 10);
+    await waitFor('the first look at the file', observed, 30_000, 10);
     fs.appendFileSync(world.remote(remote), 'u2,Alan,Turing,alan@lincoln.example,staff,1,1\n');
     const r = await run;
     expect(r.code, r.stdout + r.stderr).toBe(0);

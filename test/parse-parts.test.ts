@@ -10,7 +10,7 @@ import { DEFAULT_OPTIONS } from '../src/config.js';
 import { mapHeaders } from '../src/import/headers.js';
 import { KindRegistry } from '../src/import/kinds.js';
 import { readHeader } from '../src/import/parse-file.js';
-import { partBounds } from '../src/import/file-parts.js';
+import { estimateRows, partBounds } from '../src/import/file-parts.js';
 import { FollowedFile, GrowingFile } from '../src/import/growing-file.js';
 import { partsFor, stageFile } from '../src/import/parse-parts.js';
 import { RowChecker } from '../src/import/rows.js';
@@ -87,6 +87,19 @@ const ROWS = 200_000; // about 14 MB: three parts of more than 4 MB
 describe.each(availableStores())('a file read in parts, %s', (kind) => {
   beforeAll(() => open(kind));
   afterAll(() => close());
+
+  it('sizes the shared key filter by the rows the file\'s first lines suggest', async () => {
+    const rowsOf = (file: string) => estimateRows(file, new FollowedFile(), fs.statSync(file).size);
+    const big = writeRoster('estimate.csv', ROWS, new Map());
+    const estimate = await rowsOf(big);
+    expect(estimate).toBeGreaterThanOrEqual(ROWS);
+    expect(estimate).toBeLessThan(ROWS * 1.5);
+    expect(await rowsOf(writeRoster('small.csv', 10, new Map()))).toBe(12); // the header, 10 rows, the last line feed
+    // No line feed in the first 64 KiB: one row per 40 bytes, as before.
+    const wide = path.join(dir, 'wide.csv');
+    fs.writeFileSync(wide, 'x'.repeat(100_000) + '\n' + 'y,z\n'.repeat(10_000));
+    expect(await rowsOf(wide)).toBe(Math.ceil(fs.statSync(wide).size / 40));
+  });
 
   it('finds duplicates across parts and names the lines of the original file', async () => {
     const edits = new Map<number, string>([

@@ -79,3 +79,27 @@ export async function endsLinesWithLineFeeds(file: string, follow: FollowedFile,
     await fh.close();
   }
 }
+
+/**
+ * About how many rows the file holds, from the lines of its first 64 KiB, a quarter over (the
+ * rows further on may be shorter), and never fewer than one per 200 bytes: what the shared key
+ * filter is sized for. (Sized by the bytes alone, at one row per 40, it was 22 MiB for a
+ * 5,000,000-row file of 89-byte rows; 16 bits a key is plenty.)
+ */
+export async function estimateRows(file: string, follow: FollowedFile, size: number): Promise<number> {
+  const fh = await fs.promises.open(file, 'r');
+  try {
+    const window = Buffer.allocUnsafe(Math.max(1, Math.min(size, WINDOW)));
+    const have = await follow.until(window.length);
+    const { bytesRead } = await fh.read(window, 0, Math.min(have, window.length), 0);
+    const bytes = window.subarray(0, bytesRead);
+    let lines = 0;
+    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
+    if (bytesRead >= size) return lines + 1;
+    const floor = Math.ceil(size / 200);
+    return lines === 0 ? Math.ceil(size / 40) : Math.max(floor, Math.ceil(((size * lines) / bytesRead) * 1.25));
+  } finally {
+    await fh.close();
+  }
+}
+

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Stage } from '../store/types.js';
-import { endsLinesWithLineFeeds } from './file-parts.js';
+import { endsLinesWithLineFeeds, estimateRows } from './file-parts.js';
 import { FollowedFile } from './growing-file.js';
 import { KeyFilter } from './key-filter.js';
 import type { KindRegistry } from './kinds.js';
@@ -68,7 +68,7 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
  */
 async function stageParts(req: StageFileRequest, base: ParseRequest, size: number, count: number): Promise<ParseSummary[]> {
   const stage = req.stage;
-  const filter = KeyFilter.buffer(size / 40) as SharedArrayBuffer;
+  const filter = KeyFilter.buffer(await estimateRows(req.parse.file, new FollowedFile(req.parse.follow), size)) as SharedArrayBuffer;
   const stopOthers = new AbortController();
   const progress: number[] = new Array(count).fill(0);
   let writes = Promise.resolve();
