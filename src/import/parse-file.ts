@@ -76,6 +76,13 @@ export interface ParseSummary {
   sha1: string;
 }
 
+/** Where a stage read puts each checked row (a part file's writer, or the batch being built). */
+interface RowOut {
+  addRow(row: StagedRow): void;
+  addRepeat(line: number): void;
+  addFailed(row: FailedRow): void;
+}
+
 /** Rows per batch: enough to amortise a transaction (or a message), small enough to bound memory. */
 const ROWS_PER_BATCH = 5000;
 
@@ -129,7 +136,7 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   let tabSeen = false; // COPY: a batch's text held a tab, which a value may then hold
   let failedOut: FailedRow[] = [];
   let repeats: number[] = [];
-  let reported = 0; // rows committed to the part file and reported as progress
+  let reported = 0; // rows as of the last flush (committed to the part file, or sent as a batch)
   // Besides the file's own text, only the site map's labels reach a staged row unescaped.
   const labelsHoldTab = Object.values(req.options.siteMap).some((label) => label.includes('\t'));
   // Sized for the shortest plausible rows: a longer file only makes false alarms a little likelier.
@@ -138,11 +145,19 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
   const wanted = req.lines ?? [];
   let next = 0; // index into wanted (collect mode)
 
+  // Where checked rows go: straight into the part file (no row outlives its record), or into
+  // the batch for the caller.
+  const batchOut: RowOut = {
+    addRow: (row) => rowsOut.push(row),
+    addRepeat: (line) => repeats.push(line),
+    addFailed: (row) => failedOut.push(row),
+  };
+  const rowsTo = (): RowOut => writer ?? batchOut;
+
   const flush = async () => {
     if (writer) {
       if (summary.rows > reported) {
         writer.commit();
-        reported = summary.rows;
         await emit({ type: 'progress', rowsSoFar: summary.rows });
       }
     } else if (req.mode === 'stage' && (rowsOut.length || failedOut.length)) {
@@ -155,6 +170,7 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
       failedOut = [];
       repeats = [];
     }
+    reported = summary.rows;
     if (req.mode === 'collect' && collected.length) {
       const out = collected;
       collected = [];
@@ -186,26 +202,14 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
             continue;
           }
           const result = checker!.check(record.line, record.values, mayHoldNul);
-          if (writer) {
-            // Straight into the part file: no row outlives its record.
-            if (result.ok) {
-              if (seen.add(result.key)) writer.addRepeat(record.line);
-              writer.addRow(result.row);
-            } else {
-              if (result.key) seen.add(result.key);
-              writer.addFailed({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
-            }
-            if (summary.rows - reported >= ROWS_PER_BATCH) await flush();
-            continue;
-          }
           if (result.ok) {
-            if (seen.add(result.key)) repeats.push(record.line);
-            rowsOut.push(result.row);
+            if (seen.add(result.key)) rowsTo().addRepeat(record.line);
+            rowsTo().addRow(result.row);
           } else {
             if (result.key) seen.add(result.key);
-            failedOut.push({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
+            rowsTo().addFailed({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });
           }
-          if (rowsOut.length + failedOut.length >= ROWS_PER_BATCH) await flush();
+          if (summary.rows - reported >= ROWS_PER_BATCH) await flush();
         }
       },
       { encoding: req.encoding, maxRecordBytes: req.maxRecordBytes, part: part ?? undefined, sha1: req.sha1 ?? true, follow: req.follow },
