@@ -54,8 +54,7 @@ async function linesBefore(file: string, follow: FollowedFile, offset: number): 
       if (have <= 0) break;
       const { bytesRead } = await fh.read(buffer, 0, have, at);
       if (bytesRead === 0) break;
-      const bytes = buffer.subarray(0, bytesRead);
-      for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
+      lines += countLineFeeds(buffer.subarray(0, bytesRead));
       at += bytesRead;
     }
     return lines;
@@ -64,42 +63,42 @@ async function linesBefore(file: string, follow: FollowedFile, offset: number): 
   }
 }
 
-/**
- * The file's first bytes tell whether its lines end in line feeds (LF or CRLF) near the start,
- * where the reader decides how lines end; a file whose lines end in CR alone is read whole.
- */
-export async function endsLinesWithLineFeeds(file: string, follow: FollowedFile, size: number): Promise<boolean> {
-  const fh = await fs.promises.open(file, 'r');
-  try {
-    const window = Buffer.allocUnsafe(Math.min(size, WINDOW));
-    const have = await follow.until(window.length);
-    const { bytesRead } = await fh.read(window, 0, have, 0);
-    return window.subarray(0, bytesRead).includes(10);
-  } finally {
-    await fh.close();
-  }
+/** What a file's first 64 KiB tell (read once, before its parts are planned). */
+export interface FileStart {
+  /**
+   * Whether its lines end in line feeds (LF or CRLF) near the start, where the reader decides how
+   * lines end; a file whose lines end in CR alone is read whole.
+   */
+  lineFeeds: boolean;
+  /**
+   * About how many rows it holds: the lines of the first 64 KiB scaled to the file, a quarter over
+   * (the rows further on may be shorter), never fewer than one per 200 bytes; one per 40 bytes
+   * when no line ends there. What the shared key filter is sized for. (Sized by the bytes alone,
+   * at one row per 40, it was 22 MiB for a 5,000,000-row file of 89-byte rows; 16 bits a key is
+   * plenty.)
+   */
+  rows: number;
 }
 
-/**
- * About how many rows the file holds, from the lines of its first 64 KiB, a quarter over (the
- * rows further on may be shorter), and never fewer than one per 200 bytes: what the shared key
- * filter is sized for. (Sized by the bytes alone, at one row per 40, it was 22 MiB for a
- * 5,000,000-row file of 89-byte rows; 16 bits a key is plenty.)
- */
-export async function estimateRows(file: string, follow: FollowedFile, size: number): Promise<number> {
+export async function readFileStart(file: string, follow: FollowedFile, size: number): Promise<FileStart> {
   const fh = await fs.promises.open(file, 'r');
   try {
     const window = Buffer.allocUnsafe(Math.max(1, Math.min(size, WINDOW)));
     const have = await follow.until(window.length);
-    const { bytesRead } = await fh.read(window, 0, Math.min(have, window.length), 0);
-    const bytes = window.subarray(0, bytesRead);
-    let lines = 0;
-    for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) lines++;
-    if (bytesRead >= size) return lines + 1;
-    const floor = Math.ceil(size / 200);
-    return lines === 0 ? Math.ceil(size / 40) : Math.max(floor, Math.ceil(((size * lines) / bytesRead) * 1.25));
+    const { bytesRead } = await fh.read(window, 0, have, 0);
+    const lines = countLineFeeds(window.subarray(0, bytesRead));
+    const rows =
+      bytesRead >= size ? lines + 1
+      : lines === 0 ? Math.ceil(size / 40)
+      : Math.max(Math.ceil(size / 200), Math.ceil(((size * lines) / bytesRead) * 1.25));
+    return { lineFeeds: lines > 0, rows };
   } finally {
     await fh.close();
   }
 }
 
+function countLineFeeds(bytes: Uint8Array): number {
+  let n = 0;
+  for (let i = bytes.indexOf(10); i !== -1; i = bytes.indexOf(10, i + 1)) n++;
+  return n;
+}

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import type { Stage } from '../store/types.js';
-import { endsLinesWithLineFeeds, estimateRows } from './file-parts.js';
+import { readFileStart, type FileStart } from './file-parts.js';
 import { FollowedFile } from './growing-file.js';
 import { KeyFilter } from './key-filter.js';
 import type { KindRegistry } from './kinds.js';
@@ -47,11 +47,12 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
   const size = await follow.size(() => fs.statSync(req.parse.file).size);
   const base: ParseRequest = { ...req.parse, mode: 'stage', header: req.header, sha1: req.sha1 ?? true };
   const stage = req.stage;
-  const count = await partsFor(req.parse.file, follow, size, req.parse.encoding, req.maxParts);
-  let summaries = await stageParts(req, base, size, count);
+  const start = await readFileStart(req.parse.file, follow, size);
+  const count = partsFor(start, size, req.parse.encoding, req.maxParts);
+  let summaries = await stageParts(req, base, size, count, start.rows);
   if (summaries.some((s, k) => s.misaligned && k < count - 1)) {
     if (stage.sink === 'batches') await stage.reset();
-    summaries = await stageParts(req, base, size, 1);
+    summaries = await stageParts(req, base, size, 1, start.rows);
   }
   const result = outcome(summaries);
   if (result.rejected === null && stage.sink === 'files') {
@@ -66,9 +67,9 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
  * stage that takes files gets a file a part; one that takes batches gets every part's batches,
  * one at a time, as they come.
  */
-async function stageParts(req: StageFileRequest, base: ParseRequest, size: number, count: number): Promise<ParseSummary[]> {
+async function stageParts(req: StageFileRequest, base: ParseRequest, size: number, count: number, rows: number): Promise<ParseSummary[]> {
   const stage = req.stage;
-  const filter = KeyFilter.buffer(await estimateRows(req.parse.file, new FollowedFile(req.parse.follow), size)) as SharedArrayBuffer;
+  const filter = KeyFilter.buffer(rows) as SharedArrayBuffer;
   const stopOthers = new AbortController();
   const progress: number[] = new Array(count).fill(0);
   let writes = Promise.resolve();
@@ -118,8 +119,8 @@ function outcome(summaries: ParseSummary[]): StagedFile {
  * How many parts: one per core (up to MAX_PARTS) for a large UTF-8 file whose lines end in line
  * feeds (file-parts.ts cuts after them); other encodings, CR-only files and small files are one.
  */
-export async function partsFor(file: string, follow: FollowedFile, size: number, encoding: string, maxParts = Math.min(MAX_PARTS, os.availableParallelism())): Promise<number> {
+export function partsFor(start: FileStart, size: number, encoding: string, maxParts = Math.min(MAX_PARTS, os.availableParallelism())): number {
   const wanted = Math.min(maxParts, Math.floor(size / MIN_PART_BYTES));
   if (wanted < 2 || new TextDecoder(encoding).encoding !== 'utf-8') return 1;
-  return (await endsLinesWithLineFeeds(file, follow, size)) ? wanted : 1;
+  return start.lineFeeds ? wanted : 1;
 }
