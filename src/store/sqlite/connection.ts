@@ -55,10 +55,11 @@ export class SqliteConnection {
       this.db.pragma('synchronous = NORMAL');
       this.db.pragma('busy_timeout = 0');
       this.db.pragma('foreign_keys = ON');
-      // Bounded caches: memory must not grow with a file, and 16 MiB each is where the apply of
-      // a million rows stops getting faster.
-      this.db.pragma('cache_size = -16384');
-      this.db.pragma('temp.cache_size = -16384');
+      // Bounded caches: memory must not grow with a file. The apply writes pages in key order and
+      // reads each once, so a bigger cache buys nothing: 4 and 16 MiB apply 1,000,000 rows in the
+      // same 1.1-1.3 s, 5,000,000 in the same 8.4 s, and 16 MiB took 10 MiB more at the peak.
+      this.db.pragma('cache_size = -4096');
+      this.db.pragma('temp.cache_size = -4096');
     } catch (err) {
       this.db.close(); // the caller may try again (another process was switching the file to WAL)
       throw err;
