@@ -2,6 +2,7 @@
 // on several cores at once (parse-parts.ts), or inline where a thread would cost more than it
 // saves. Events flow with back-pressure: at most IN_FLIGHT unacknowledged, so memory stays bounded.
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { stopPretenuring } from '../memory.js';
 import { threadScript } from '../paths.js';
 import { KindRegistry } from './kinds.js';
 import { parseFile, type ParseEvent, type ParseRequest, type ParseSummary } from './parse-file.js';
@@ -39,6 +40,7 @@ export async function parse(req: ParseRequest, onEvent: (e: ParseEvent) => void 
       await onEvent(e);
     });
   }
+  stopPretenuring();
   const worker = new Worker(threadScript(import.meta.url, 'parse-thread.js'), { workerData: req, resourceLimits: HEAP_LIMITS });
   const stop = () => void worker.terminate();
   run.signal?.addEventListener('abort', stop, { once: true });
