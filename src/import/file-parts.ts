@@ -74,8 +74,8 @@ export interface FileStart {
    * About how many rows it holds: the lines of the first 64 KiB scaled to the file, a quarter over
    * (the rows further on may be shorter), never fewer than one per 200 bytes; one per 40 bytes
    * when no line ends there. What the shared key filter is sized for. (Sized by the bytes alone,
-   * at one row per 40, it was 22 MiB for a 5,000,000-row file of 89-byte rows; 16 bits a key is
-   * plenty.)
+   * at one row per 40 and 16 bits a key, it was 22 MiB for a 5,000,000-row file of 89-byte rows;
+   * now 6.)
    */
   rows: number;
 }
