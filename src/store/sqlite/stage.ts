@@ -93,6 +93,12 @@ export class SqliteStage implements FileStage {
     this.c.local(() => {
       db.exec(`CREATE TABLE ${candidates} (key TEXT PRIMARY KEY) WITHOUT ROWID`);
       for (const p of this.schemas) db.exec(`INSERT INTO ${candidates} SELECT r.key FROM ${p}.repeats x JOIN ${p}.rows r ON r.line = x.line WHERE true ON CONFLICT DO NOTHING`);
+      // Most candidates are the filter's false alarms (about 1 in 100 rows): only the keys that
+      // really come more than once, in valid or failing rows of any part, are read into memory.
+      const occurrences = this.schemas
+        .flatMap((p) => [`SELECT key FROM ${p}.rows WHERE key IN (SELECT key FROM ${candidates})`, `SELECT key FROM ${p}.failed_keys WHERE key IN (SELECT key FROM ${candidates})`])
+        .join(' UNION ALL ');
+      db.exec(`DELETE FROM ${candidates} WHERE key NOT IN (SELECT key FROM (${occurrences}) GROUP BY key HAVING count(*) > 1)`);
       if ((db.prepare(`SELECT count(*) FROM ${candidates}`).pluck().get() as number) === 0) {
         db.exec(`DROP TABLE ${candidates}`);
         return;
@@ -255,12 +261,16 @@ export class SqliteStage implements FileStage {
            SELECT @import_id, @tenant, key, action, fields, old_values, @actor, @now, old_password_hash, old_password_digest FROM ${this.changed}
             WHERE action <> 'create' ORDER BY line`,
         ).run(params);
+        // Driven by the changed rows' keys, one primary-key lookup each. (UPDATE … FROM first
+        // copies the whole join into a scratch table: 8 MiB more for 50,000 changes, as fast.)
+        db.exec(`CREATE INDEX ${this.changed}_key ON ${this.changed.slice('temp.'.length)} (key) WHERE action <> 'create'`);
         db.prepare(
-          `UPDATE users SET kind = c.n_kind, email = c.n_email, username = c.n_username, first_name = c.n_first_name, last_name = c.n_last_name,
-                  role = c.n_role, site_id = c.n_site_id, site_label = c.n_site_label, password_hash = c.n_password_hash,
-                  password_digest = c.n_password_digest, active = c.n_active, archived_at = c.n_archived_at, attributes = c.n_attributes,
-                  updated_at = @now, updated_by = @actor, last_import_id = @import_id
-             FROM ${this.changed} c WHERE c.action <> 'create' AND users.tenant = @tenant AND users.external_id = c.key`,
+          `UPDATE users SET (kind, email, username, first_name, last_name, role, site_id, site_label, password_hash, password_digest,
+                            active, archived_at, attributes, updated_at, updated_by, last_import_id) =
+                 (SELECT n_kind, n_email, n_username, n_first_name, n_last_name, n_role, n_site_id, n_site_label, n_password_hash, n_password_digest,
+                         n_active, n_archived_at, n_attributes, @now, @actor, @import_id
+                    FROM ${this.changed} c WHERE c.key = users.external_id AND c.action <> 'create')
+            WHERE users.tenant = @tenant AND users.external_id IN (SELECT key FROM ${this.changed} WHERE action <> 'create')`,
         ).run(params);
         // A password checked once and found unchanged only gets its digest (not an update).
         if (this.staged.has('pw_digest')) {
