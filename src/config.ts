@@ -129,16 +129,35 @@ export function resolveConfigPath(flag?: string): string {
 }
 
 export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Config {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
+  const cannotRead = (err: unknown) =>
+    new ConfigError(
       `cannot read the configuration file ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)}). ` +
         `Pass --config FILE, set PROVISIONER_CONFIG, or copy config.example.yaml to config.yaml.`,
     );
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r');
+  } catch (err) {
+    throw cannotRead(err);
   }
-  return parseConfig(text, file, env);
+  try {
+    const bytes = fs.fstatSync(fd).size;
+    // A large file goes to the child as the file itself (see CHILD_LOAD_BYTES).
+    if (bytes >= CHILD_LOAD_BYTES) {
+      const answer = childAnswer(() => parseConfigInChild({ fd, bytes }, file, env));
+      if (answer) return answer;
+    }
+    let text: string;
+    try {
+      // (By name after a child: it read the descriptor to its end.)
+      text = fs.readFileSync(bytes >= CHILD_LOAD_BYTES ? file : fd, 'utf8');
+    } catch (err) {
+      throw cannotRead(err);
+    }
+    return parseConfigHere(text, file, env);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /**
@@ -152,15 +171,27 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
 export const CHILD_LOAD_BYTES = 256 * 1024;
 
 export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv = process.env): Config {
-  if (Buffer.byteLength(text) < CHILD_LOAD_BYTES) return parseConfigHere(text, file, env);
+  if (Buffer.byteLength(text) >= CHILD_LOAD_BYTES) {
+    const answer = childAnswer(() => parseConfigInChild(text, file, env));
+    if (answer) return answer;
+  }
+  return parseConfigHere(text, file, env);
+}
+
+/**
+ * The configuration the child loaded, its problems thrown as here; null where it must be loaded
+ * here instead: no child could run (resources, a sandbox), or the child broke (the error, if
+ * any, is told by the load here).
+ */
+function childAnswer(load: () => ChildAnswer): Config | null {
   let answer: ChildAnswer;
   try {
-    answer = parseConfigInChild(text, file, env);
+    answer = load();
   } catch {
-    return parseConfigHere(text, file, env); // no child could run (resources, a sandbox): the same result, here
+    return null;
   }
   if ('problems' in answer) throw new ConfigError(answer.summary, answer.problems);
-  if ('failed' in answer) return parseConfigHere(text, file, env); // the child broke: the error, if any, is told here
+  if ('failed' in answer) return null;
   return answer.config;
 }
 

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CHILD_LOAD_BYTES, loadConfig, parseConfig, parseConfigHere, resolveDigestKey, resolveSftp } from '../src/config.js';
@@ -157,6 +158,24 @@ tenants:
       'tenants.district-1999.loose: must be one of auto, all, keep',
     ]);
     expect(problems).toEqual(problemsOf(() => parseConfigHere(wrong, 'big.yaml', env)));
+
+    // From a file, the child reads the file itself: the same configuration and the same messages,
+    // and no scratch file is left behind.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-config-test-'));
+    const scratch = () => fs.readdirSync(os.tmpdir()).filter((n) => n.startsWith('provisioner-config-') && !n.startsWith('provisioner-config-test-'));
+    const before = scratch();
+    try {
+      const file = path.join(dir, 'big.yaml');
+      fs.writeFileSync(file, yaml);
+      expect(JSON.parse(JSON.stringify(loadConfig(file, env)))).toEqual(JSON.parse(JSON.stringify(parseConfigHere(yaml, file, env))));
+      fs.writeFileSync(file, broken);
+      expect(messageOf(() => loadConfig(file, env))).toBe(messageOf(() => parseConfigHere(broken, file, env)));
+      fs.writeFileSync(file, wrong);
+      expect(problemsOf(() => loadConfig(file, env))).toEqual(problems);
+      expect(scratch()).toEqual(before);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('writes the child\'s answer as the JSON of the whole, a tenant at a time in chunks', () => {

@@ -66,5 +66,8 @@ describe('memory', () => {
     expect(text(items)).toBe(JSON.stringify(items, null, 2) + '\n');
     expect(text([])).toBe('[]\n');
     expect(text([{}])).toBe(JSON.stringify([{}], null, 2) + '\n');
+    // Past the items between two collections of the young generation: the same text.
+    const many = Array.from({ length: 450 }, (_, i) => ({ tenant: `t${i}`, status: 'nothing', message: i % 7 ? null : `line\n${i}`, epochs: [] }));
+    expect(text(many)).toBe(JSON.stringify(many, null, 2) + '\n');
   });
 });

@@ -3,6 +3,7 @@
 import Table from 'cli-table3';
 import { openApp, selectTenants } from '../app.js';
 import { deliverMail, recoverLeftovers } from '../service/housekeeping.js';
+import { collectYoung } from '../memory.js';
 import { printable } from '../text.js';
 import type { TenantRunResult } from '../worker/context.js';
 import { exitCodeFor, runTenants } from '../worker/runner.js';
@@ -40,15 +41,25 @@ export async function runNow(flags: RunNowFlags): Promise<number> {
   }
 }
 
+/** Items written between two young-generation collections (see writeJsonList). */
+const COLLECT_EVERY_ITEMS = 200;
+
 /**
  * `JSON.stringify(items, null, 2)` and a line feed, written item by item: the results of 10,000
- * tenants were one string of some 20 MB, the run's peak of memory.
+ * tenants were one string of some 20 MB, the run's peak of memory. Even item by item, the text
+ * of 10,000 results is some 13 MiB of short-lived strings, made after the run's pacing of the
+ * collector has stopped, into a young generation that the run grew to 64 MiB: it added 9-12 MiB
+ * to the peak. A young collection every 200 items keeps it to a fraction of a MiB (measured on
+ * 10,000 tenants), for some fifty collections of well under a millisecond each.
  */
 export function writeJsonList(out: NodeJS.WritableStream, items: unknown[]): void {
   if (items.length === 0) return void out.write('[]\n');
   out.write('[\n');
-  // A line feed inside a JSON value is always escaped: every one in the text starts a line.
-  items.forEach((item, i) => out.write(`  ${JSON.stringify(item, null, 2).replaceAll('\n', '\n  ')}${i < items.length - 1 ? ',' : ''}\n`));
+  items.forEach((item, i) => {
+    // A line feed inside a JSON value is always escaped: every one in the text starts a line.
+    out.write(`  ${JSON.stringify(item, null, 2).replaceAll('\n', '\n  ')}${i < items.length - 1 ? ',' : ''}\n`);
+    if (i % COLLECT_EVERY_ITEMS === COLLECT_EVERY_ITEMS - 1) collectYoung();
+  });
   out.write(']\n');
 }
 
