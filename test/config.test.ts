@@ -167,7 +167,13 @@ tenants:
     try {
       const file = path.join(dir, 'big.yaml');
       fs.writeFileSync(file, yaml);
-      expect(JSON.parse(JSON.stringify(loadConfig(file, env)))).toEqual(JSON.parse(JSON.stringify(parseConfigHere(yaml, file, env))));
+      const loaded = loadConfig(file, env);
+      expect(JSON.parse(JSON.stringify(loaded))).toEqual(JSON.parse(JSON.stringify(parseConfigHere(yaml, file, env))));
+      // Settings alike are one frozen object; settings that differ are each tenant's own.
+      expect(loaded.tenants[1].options).toBe(loaded.tenants[2].options);
+      expect(Object.isFrozen(loaded.tenants[1].options.siteMap)).toBe(true);
+      expect(loaded.tenants[1].notify).not.toBe(loaded.tenants[2].notify);
+      expect(loaded.tenants[2].notify.to).toEqual(['it@d2.example.org']);
       fs.writeFileSync(file, broken);
       expect(messageOf(() => loadConfig(file, env))).toBe(messageOf(() => parseConfigHere(broken, file, env)));
       fs.writeFileSync(file, wrong);
