@@ -192,33 +192,7 @@ function childAnswer(load: () => ChildAnswer): Config | null {
   }
   if ('problems' in answer) throw new ConfigError(answer.summary, answer.problems);
   if ('failed' in answer) return null;
-  shareAlike(answer.config.tenants);
   return answer.config;
-}
-
-/**
- * One object for the tenants' settings blocks that are alike (frozen, since they are shared):
- * most districts of a fleet have the same options, file names and notify settings, often the
- * same SFTP host and folders. From JSON each tenant had its own copies: of 9 MiB of heap for
- * 10,000 tenants, about half.
- */
-function shareAlike(tenants: TenantConfig[]): void {
-  const seen = new Map<string, object>();
-  for (const tenant of tenants) {
-    const blocks = tenant as unknown as Record<string, unknown>;
-    for (const [key, value] of Object.entries(blocks)) {
-      if (value === null || typeof value !== 'object') continue;
-      const text = `${key}\0${JSON.stringify(value)}`;
-      const same = seen.get(text);
-      if (same) blocks[key] = same;
-      else seen.set(text, deepFreeze(value));
-    }
-  }
-}
-
-function deepFreeze<T extends object>(value: T): T {
-  for (const inner of Object.values(value)) if (inner !== null && typeof inner === 'object') deepFreeze(inner as object);
-  return Object.freeze(value);
 }
 
 /** The load itself (here, or in the child). */

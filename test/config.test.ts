@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CHILD_LOAD_BYTES, loadConfig, parseConfig, parseConfigHere, resolveDigestKey, resolveSftp } from '../src/config.js';
-import { parseConfigInChild, writeAnswer, type ChildAnswer } from '../src/config-child.js';
+import { CHILD_LOAD_BYTES, loadConfig, parseConfig, parseConfigHere, resolveDigestKey, resolveSftp, type Config } from '../src/config.js';
+import { parseConfigInChild, readAnswer, writeAnswer, type ChildAnswer } from '../src/config-child.js';
 import { ConfigError } from '../src/errors.js';
 import { packageRoot } from '../src/paths.js';
 
@@ -194,12 +194,22 @@ tenants:
     const big: ChildAnswer = { config: parseConfigHere(yaml, 'c.yaml', {}) };
     const chunks = written(big);
     expect(chunks.length).toBeGreaterThan(1); // not one string of the whole
-    expect(JSON.parse(chunks.join(''))).toEqual(JSON.parse(JSON.stringify(big)));
+    const read = readAnswer(chunks.join(''));
+    expect(read).toEqual(JSON.parse(JSON.stringify(big)));
+    // The blocks the tenants have alike are written once and read back as one frozen object.
+    expect(chunks.join('').split('samegoal-users')).toHaveLength(2);
+    const tenants = (read as { config: Config }).config.tenants;
+    expect(tenants[299].files).toBe(tenants[0].files);
+    expect(tenants[299].options).toBe(tenants[0].options);
+    expect(Object.isFrozen(tenants[0].options.siteMap)).toBe(true);
+    expect(tenants[299].sftp).not.toBe(tenants[0].sftp);
+    expect(tenants[299].sftp.username).toBe('u\n299');
     const one: ChildAnswer = { config: parseConfigHere(yaml.split('  d-1:')[0], 'c.yaml', {}) };
     expect(written(one)).toHaveLength(1);
-    expect(JSON.parse(written(one).join(''))).toEqual(JSON.parse(JSON.stringify(one)));
+    expect(readAnswer(written(one).join(''))).toEqual(JSON.parse(JSON.stringify(one)));
     for (const answer of [{ summary: 'c.yaml has 1 problem(s):', problems: ['x: y'] }, { failed: 'out of memory' }] as ChildAnswer[]) {
       expect(JSON.parse(written(answer).join(''))).toEqual(answer);
+      expect(readAnswer(written(answer).join(''))).toEqual(answer);
     }
   });
 
