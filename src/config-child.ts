@@ -62,7 +62,9 @@ function scratchFile(): { fd: number; read(): string; close(): void } | null {
   return {
     fd,
     read() {
-      // One buffer of the file's size: the allocator maps it on its own and gives it back.
+      // One buffer of the file's size: the allocator maps it on its own and gives it back. Read
+      // at explicit offsets: the child's writes left the shared file position at the end, where
+      // readFileSync(fd) would start and find nothing.
       const size = fs.fstatSync(fd).size;
       const buf = Buffer.allocUnsafeSlow(size);
       let at = 0;
