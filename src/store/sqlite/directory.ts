@@ -21,10 +21,12 @@ export class SqliteDirectory implements DirectoryStore {
   constructor(
     private readonly c: SqliteConnection,
     private readonly connectForStage: (() => SqliteConnection) | null,
+    /** Told how many users an apply wrote (see checkpointer.ts). */
+    private readonly afterApply?: (written: number) => void,
   ) {}
 
   async openStage(spec: StageSpec): Promise<Stage> {
-    return this.connectForStage ? new SqliteStage(this.connectForStage(), true, spec) : new SqliteStage(this.c, false, spec);
+    return this.connectForStage ? new SqliteStage(this.connectForStage(), true, spec, this.afterApply) : new SqliteStage(this.c, false, spec);
   }
 
   users(tenant: string, opts: { search?: string; limit?: number; offset?: number } = {}): Promise<DirectoryUser[]> {

@@ -44,6 +44,8 @@ export class SqliteStage implements FileStage {
     private readonly c: SqliteConnection,
     private readonly ownsConnection: boolean,
     private readonly spec: StageSpec,
+    /** Told how many users an apply wrote, once it has committed (a large one is checkpointed). */
+    private readonly afterApply: (written: number) => void = () => {},
   ) {
     this.id = `${process.pid}_${nextStageId++}`;
     this.changed = `temp.stage_changed_${this.id}`;
@@ -222,7 +224,16 @@ export class SqliteStage implements FileStage {
     };
   }
 
-  apply(req: ApplyRequest): Promise<ApplyResult> {
+  async apply(req: ApplyRequest): Promise<ApplyResult> {
+    const result = await this.applyInOneTransaction(req);
+    if (result.status !== 'applied before' && result.status !== 'held') {
+      const c = result.counts;
+      this.afterApply(c.created + c.updated + c.deactivated + c.archived);
+    }
+    return result;
+  }
+
+  private applyInOneTransaction(req: ApplyRequest): Promise<ApplyResult> {
     const { tenant, kind } = this.spec;
     return this.c.write((): ApplyResult => {
       const before = this.c

@@ -2,12 +2,18 @@
 import type { SchemaStore, Store } from '../types.js';
 import { SqliteConnection, type ConnectionOptions } from './connection.js';
 import { SqliteAudit } from './audit.js';
+import { Checkpointer, CHECKPOINT_AFTER_ROWS } from './checkpointer.js';
 import { SqliteDaemons, SqliteLeases, SqliteRuns, SqliteSchedule, SqliteTriggers, SqliteUploads } from './coordination.js';
 import { SqliteDirectory } from './directory.js';
 import { migrations } from './migrations.js';
 import { SqliteImports, SqliteMail, SqliteOutbox } from './records.js';
 import { SqliteSessions } from './sessions.js';
 import { SqliteOverview } from './overview.js';
+
+export interface SqliteStoreOptions extends ConnectionOptions {
+  /** An apply that wrote this many users or more is checkpointed on a thread (default CHECKPOINT_AFTER_ROWS). */
+  checkpointAfterRows?: number;
+}
 
 class SqliteSchema implements SchemaStore {
   constructor(private readonly c: SqliteConnection) {}
@@ -75,7 +81,10 @@ export class SqliteStore implements Store {
   readonly sessions;
   readonly overview;
 
-  constructor(file: string, opts: ConnectionOptions = {}) {
+  /** Checkpoints after a large apply, off the event loop (null: an in-memory database). */
+  readonly checkpointer: Checkpointer | null;
+
+  constructor(file: string, opts: SqliteStoreOptions = {}) {
     const c = new SqliteConnection(file, opts);
     this.connection = c;
     this.location = file;
@@ -84,7 +93,17 @@ export class SqliteStore implements Store {
     this.leases = new SqliteLeases(c);
     this.uploads = new SqliteUploads(c);
     this.imports = new SqliteImports(c);
-    this.directory = new SqliteDirectory(c, file === ':memory:' ? null : () => new SqliteConnection(file, opts));
+    const inMemory = file === ':memory:';
+    const checkpointer = inMemory ? null : new Checkpointer(file, c, opts.log);
+    this.checkpointer = checkpointer;
+    const checkpointAfterRows = opts.checkpointAfterRows ?? CHECKPOINT_AFTER_ROWS;
+    this.directory = new SqliteDirectory(
+      c,
+      inMemory ? null : () => new SqliteConnection(file, { ...opts, autoCheckpoint: false }),
+      (written) => {
+        if (written >= checkpointAfterRows) checkpointer?.request();
+      },
+    );
     this.outbox = new SqliteOutbox(c);
     this.mail = new SqliteMail(c);
     this.triggers = new SqliteTriggers(c);
@@ -100,6 +119,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.checkpointer?.close();
     this.connection.close();
   }
 }
