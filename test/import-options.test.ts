@@ -201,6 +201,18 @@ describe.each(availableStores())('import options on %s', (storeKind) => {
     });
   });
 
+  describe('ids', () => {
+    it('lists the directory by id in byte order on either store (upper case before lower, punctuation by its code)', async () => {
+      const ids = ['b', 'B', '_x', 'a-1', 'a.1', 'A@1', '9'];
+      const r = await load({ kind: 'samegoal-users' }, 'user_id,first_name,last_name,email', ...ids.map((id, i) => `${id},First,Last,user${i}@lincoln.example`));
+      expect(r.counts.created).toBe(ids.length);
+      expect((await store.directory.users('lincoln')).map((u) => u.externalId)).toEqual(['9', 'A@1', 'B', '_x', 'a-1', 'a.1', 'b']);
+      // Case matters in an id: B and b are two users, and each is found by its own id.
+      expect((await store.directory.user('lincoln', 'B'))?.externalId).toBe('B');
+      expect((await store.directory.user('lincoln', 'b'))?.externalId).toBe('b');
+    });
+  });
+
   describe('values as uploaded', () => {
     const header = 'user_id,first_name,last_name,email,role,school_id';
     // A batch with a tab anywhere is escaped value by value: the other rows get a file of their own.
