@@ -36,7 +36,7 @@ type FromThread = CheckpointDone | { type: 'failed'; message: string };
 const HEAP_LIMITS = { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 };
 
 export class Checkpointer {
-  private worker: Worker | null = null;
+  private worker: { thread: Worker; exited: Promise<void> } | null = null;
   private running: Promise<void> | null = null;
   private again = false;
   private closed = false;
@@ -78,10 +78,9 @@ export class Checkpointer {
     if (!worker) return;
     // Its connection closed by the thread itself, so that the store's own is the last one and
     // SQLite's final checkpoint and WAL removal happen there, as without this thread.
-    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-    worker.postMessage('close');
-    const timer = setTimeout(() => void worker.terminate(), 5000);
-    await exited;
+    worker.thread.postMessage('close');
+    const timer = setTimeout(() => void worker.thread.terminate(), 5000);
+    await worker.exited;
     clearTimeout(timer);
   }
 
@@ -95,14 +94,14 @@ export class Checkpointer {
         this.log?.warn({ err }, `the database checkpoint thread failed (${(err as Error).message}); SQLite checkpoints on commit again, as it does by default`);
         const worker = this.worker;
         this.worker = null;
-        await worker?.terminate();
+        await worker?.thread.terminate();
         return;
       }
     } while (this.again && !this.closed);
   }
 
   private checkpointOnThread(): Promise<CheckpointDone> {
-    const worker = (this.worker ??= this.start());
+    const worker = (this.worker ??= this.start()).thread;
     return new Promise<CheckpointDone>((resolve, reject) => {
       const onMessage = (m: FromThread) => {
         off();
@@ -129,9 +128,18 @@ export class Checkpointer {
     });
   }
 
-  private start(): Worker {
-    const worker = new Worker(threadScript(import.meta.url, 'checkpoint-thread.js'), { workerData: { file: this.file }, resourceLimits: HEAP_LIMITS });
-    worker.unref(); // an idle thread never keeps the process alive; close() ends it
-    return worker;
+  private start(): { thread: Worker; exited: Promise<void> } {
+    const thread = new Worker(threadScript(import.meta.url, 'checkpoint-thread.js'), { workerData: { file: this.file }, resourceLimits: HEAP_LIMITS });
+    thread.unref(); // an idle thread never keeps the process alive; close() ends it
+    // Listened to for the thread's whole life: an error while no checkpoint waits for it must
+    // not become an unhandled 'error' event (the next request starts a new thread).
+    thread.on('error', (err) => {
+      if (!this.running) this.log?.warn({ err }, `the database checkpoint thread failed while idle: ${err.message}`); // else loop() says so
+    });
+    const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
+    void exited.then(() => {
+      if (this.worker?.thread === thread) this.worker = null;
+    });
+    return { thread, exited };
   }
 }
