@@ -24,13 +24,15 @@ const col = (c: StagedColumns, name: string) => (c.has(name) ? `s.${name}` : 'NU
  * over the directory then tells the apply which rows to insert: a re-sync of a million users
  * probes the directory once, not twice).
  */
-export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean, withNew = false): string {
+export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean, withNew = false, shortcut = true): string {
   const newPassword = !c.has('pw_digest')
     ? 'u.password_hash'
     : preview
       ? `CASE WHEN s.pw_digest IS NOT NULL AND (u.password_hash IS NULL OR @overwrite_password) AND s.pw_digest IS NOT u.password_digest THEN '(new)' ELSE u.password_hash END`
       : `coalesce(s.pw_hash, u.password_hash)`;
   const differs = TRACKED.map(([col]) => `n_${col} IS NOT o_${col}`).join(' OR ');
+  // `shortcut` false: the full comparison alone (a test checks that both select the same rows).
+  const unchanged = shortcut ? surelyUnchanged(c, preview) : 'false';
   const fields = TRACKED.map(([col, name]) => `CASE WHEN n_${col} IS NOT o_${col} THEN '"${name}",' ELSE '' END`).join(' || ');
   const old = TRACKED.filter(([, , secret]) => !secret)
     .map(([col]) => `CASE WHEN n_${col} IS NOT o_${col} THEN '$.${col}' ELSE '$.__' END, o_${col}`)
@@ -78,7 +80,27 @@ export function changedRowsSql(rows: string, c: StagedColumns, preview: boolean,
            CASE WHEN n_password_hash IS NOT o_password_hash THEN o_password_hash END AS old_password_hash,
            CASE WHEN n_password_hash IS NOT o_password_hash THEN o_password_digest END AS old_password_digest
       FROM d
-     WHERE ${withNew ? `o_key IS NULL OR ${differs}` : differs}`;
+     WHERE ${withNew ? 'o_key IS NULL OR ' : ''}(NOT (${unchanged}) AND (${differs}))`;
+}
+
+/**
+ * A condition on the stored and staged values as they are that implies that no tracked field
+ * differs (it may be false for some unchanged rows: those take the full comparison). It reads
+ * columns only, where the full comparison works out every new value through the options (about
+ * 0.4 s of a re-sync of 1,000,000 users, most of whom did not change): the user is of this kind,
+ * neither archived nor being archived, and every value the file carries is the stored one, with
+ * no new password hash and no attributes to merge. Then the options cannot make a difference:
+ * a kept and an overwritten e-mail are the same e-mail.
+ */
+function surelyUnchanged(c: StagedColumns, preview: boolean): string {
+  const same = (staged: string, stored: string) => `${staged} IS ${stored}`;
+  const terms = ['o_kind = @kind', 'o_archived_at IS NULL', 'n_active = o_active', '(n_active OR NOT @archive)'];
+  if (c.has('email')) terms.push(same('s_email', 'o_email'));
+  if (c.has('username')) terms.push(same('s_username', 'o_username'));
+  for (const p of PLAIN) if (c.has(p)) terms.push(same(`n_${p}`, `o_${p}`));
+  if (c.has('pw_digest')) terms.push(preview ? 'pw_digest IS NULL' : 'pw_hash IS NULL');
+  if (c.has('attrs')) terms.push('s_attrs IS NULL');
+  return terms.join(' AND ');
 }
 
 /**
