@@ -5,6 +5,7 @@
 //  - roster-students (row 4): with or without the PASSWORD column.
 import fs from 'node:fs';
 import { once } from 'node:events';
+import { prng } from '../test/harness/prng.js';
 
 export const USERS_HEADER = 'user_id,first_name,last_name,email,role,school_id,active';
 
@@ -38,17 +39,6 @@ const ROLES: Array<[number, string]> = [
 const SCHOOLS = 120;
 const ROWS_PER_WRITE = 4000;
 
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const emailPart = (s: string): string =>
   s

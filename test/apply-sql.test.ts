@@ -10,18 +10,8 @@ import { changedRowsSql } from '../src/store/sqlite/apply-sql.js';
 import { migrations } from '../src/store/sqlite/migrations.js';
 import { partTablesSql } from '../src/store/sqlite/stage-part.js';
 import { stageColumns } from '../src/store/types.js';
+import { prng } from './harness/prng.js';
 
-/** mulberry32: seeded, so a failure comes back the same. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ALL = { email: true, username: true, firstName: true, lastName: true, role: true, siteId: true, siteLabel: true, password: true, attributes: true };
 const NONE = { email: false, username: false, firstName: false, lastName: false, role: false, siteId: false, siteLabel: false, password: false, attributes: false };
