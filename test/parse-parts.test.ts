@@ -13,6 +13,7 @@ import { readHeader } from '../src/import/parse-file.js';
 import { partBounds, readFileStart } from '../src/import/file-parts.js';
 import { FollowedFile, GrowingFile } from '../src/import/growing-file.js';
 import { partsFor, stageFile } from '../src/import/parse-parts.js';
+import { warmParseThreads } from '../src/import/parse-thread.js';
 import { RowChecker } from '../src/import/rows.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/types.js';
@@ -125,6 +126,24 @@ describe.each(availableStores())('a file read in parts, %s', (kind) => {
     ].sort());
     expect({ ...one, parts: three.parts }).toEqual({ ...three, errors: one.errors });
     expect(three.errors).toEqual(one.errors);
+  });
+
+  it('reads a file with threads started ahead of it, for its kind only, the same as without', async () => {
+    const file = writeRoster('warm.csv', ROWS, new Map([[7, 'u7,Bad,Email,not-an-email,student,SCH1,1']]));
+    const cold = await stage(file, 2);
+    const samegoal = warmParseThreads('samegoal-users', 'none', 3);
+    const roster = warmParseThreads('roster-students', 'none', 1);
+    const sso = warmParseThreads('samegoal-users', 'google', 1);
+    const warm = await stage(file, 2);
+    expect(warm).toEqual(cold);
+    expect(warm).toMatchObject({ rows: ROWS, valid: ROWS - 1 });
+    // Two of the three samegoal threads read the parts; the others were never used.
+    expect(await samegoal.end()).toBe(1);
+    expect(await roster.end()).toBe(1);
+    expect(await sso.end()).toBe(1);
+    expect(await samegoal.end()).toBe(0); // idempotent
+    // With none waiting, the parts get threads of their own.
+    expect(await stage(file, 2)).toEqual(cold);
   });
 
   it('reads a file while it arrives, each part waiting for its bytes', async () => {

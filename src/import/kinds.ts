@@ -98,7 +98,19 @@ export class KindRegistry {
     const requiredNow = adjustRequired(kind, variant);
     const schema = { ...kind.schema, required: requiredNow };
     delete (schema as { $id?: string }).$id;
-    const compiled: CompiledKind = { ...kind, variant, requiredNow, validate: this.ajv.compile(schema), fast: this.fastAjv.compile(schema) };
+    const ajv = this.ajv;
+    let full: ValidateFunction | undefined;
+    const compiled: CompiledKind = {
+      ...kind,
+      variant,
+      requiredNow,
+      fast: this.fastAjv.compile(schema),
+      // Compiled when a row first fails: a clean file never needs it, and each parse thread
+      // compiles its own (15 ms of its start-up alone, several times that beside a download).
+      get validate() {
+        return (full ??= ajv.compile(schema));
+      },
+    };
     this.compiled.set(cacheKey, compiled);
     return compiled;
   }

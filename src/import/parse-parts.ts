@@ -119,8 +119,21 @@ function outcome(summaries: ParseSummary[]): StagedFile {
  * How many parts: one per core (up to MAX_PARTS) for a large UTF-8 file whose lines end in line
  * feeds (file-parts.ts cuts after them); other encodings, CR-only files and small files are one.
  */
-export function partsFor(start: FileStart, size: number, encoding: string, maxParts = Math.min(MAX_PARTS, os.availableParallelism())): number {
+export function partsFor(start: FileStart, size: number, encoding: string, maxParts?: number): number {
+  return start.lineFeeds ? plannedParts(size, encoding, maxParts) : 1;
+}
+
+/** The parts of a file whose lines end in line feeds (partsFor, before its first bytes are read). */
+function plannedParts(size: number, encoding: string, maxParts = Math.min(MAX_PARTS, os.availableParallelism())): number {
   const wanted = Math.min(maxParts, Math.floor(size / MIN_PART_BYTES));
   if (wanted < 2 || new TextDecoder(encoding).encoding !== 'utf-8') return 1;
-  return start.lineFeeds ? wanted : 1;
+  return wanted;
+}
+
+/**
+ * The parse threads a file of `size` bytes will most likely be read by, known from its size in
+ * the listing (see warmParseThreads): none for a small file, read inline.
+ */
+export function threadsFor(size: number, encoding: string, maxParts?: number): number {
+  return size >= MIN_PART_BYTES ? plannedParts(size, encoding, maxParts) : 0;
 }

@@ -11,6 +11,8 @@ import posix from 'node:path/posix';
 import { errorMessage, RemoteError } from '../errors.js';
 import { writeErrorsCsv } from '../import/errors-csv.js';
 import { importFile, type FileImportResult } from '../import/import-file.js';
+import { threadsFor } from '../import/parse-parts.js';
+import { warmParseThreads } from '../import/parse-thread.js';
 import { nameProblem, type RemoteEntry } from '../sftp/client.js';
 import { emptyCounts, type Outcome, type OutcomeKind, type OutcomePayload } from '../store/types.js';
 import { printable } from '../text.js';
@@ -45,7 +47,7 @@ export async function processEpoch(ctx: RunContext, epoch: string, dir: string, 
   // with its reason, and the files after it are still processed and reported.
   for (let i = 0; i < csvs.length; i++) {
     try {
-      files.push(await processFile(ctx, epoch, dir, csvs[i].name, i));
+      files.push(await processFile(ctx, epoch, dir, csvs[i], i));
     } catch (err) {
       if (err instanceof RemoteError && err.connectionLost) throw err;
       files.push(await failFile(ctx, epoch, csvs[i].name, err));
@@ -71,8 +73,9 @@ function sortEntries(entries: RemoteEntry[], ctxFiles: Record<string, string>): 
   return { csvs, refused };
 }
 
-async function processFile(ctx: RunContext, epoch: string, dir: string, name: string, index: number): Promise<FileImportResult> {
+async function processFile(ctx: RunContext, epoch: string, dir: string, entry: RemoteEntry, index: number): Promise<FileImportResult> {
   const { tenant, deps, opts } = ctx;
+  const name = entry.name;
   const kind = kindForFile(tenant, name);
   if (!kind) {
     const expected = Object.keys(tenant.files).map((f) => `"${f}"`).join(', ');
@@ -80,6 +83,8 @@ async function processFile(ctx: RunContext, epoch: string, dir: string, name: st
   }
   // Local names are ours: a remote name may be too long or strange for this file system.
   const local = path.join(ctx.workDir, `${epoch}-${index}.csv`);
+  // The threads that will read it start with the download, not once its header is in.
+  const threads = warmParseThreads(kind, tenant.options.sso, threadsFor(entry.size, tenant.encoding, deps.config.limits.parseThreads ?? undefined));
   const download = followDownload(ctx.session, posix.join(dir, name), local);
   try {
     const result = await importFile({
@@ -95,6 +100,7 @@ async function processFile(ctx: RunContext, epoch: string, dir: string, name: st
     ctx.log.debug({ epoch, file: printable(name), downloadMs: download.ms(), ...result.timings }, `${printable(name)}: download ${download.ms()} ms, ${Object.entries(result.timings ?? {}).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`).join(', ')}`);
     return result;
   } finally {
+    await threads.end();
     await download.settled; // never remove a file still being written
     fs.rmSync(local, { force: true });
   }
