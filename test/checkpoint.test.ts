@@ -51,20 +51,20 @@ describe('checkpoints after a large import', () => {
     expect(result.status).toBe('applied');
     expect(result.counts.created).toBe(3000);
     await store.checkpointer!.idle();
-    const done = store.checkpointer!.done;
-    expect(done).toHaveLength(1);
-    expect(done[0].log).toBeGreaterThan(0);
-    expect(done[0].checkpointed).toBe(done[0].log);
+    const checkpointer = store.checkpointer!;
+    expect(checkpointer.completed).toBe(1);
+    expect(checkpointer.last!.log).toBeGreaterThan(0);
+    expect(checkpointer.last!.checkpointed).toBe(checkpointer.last!.log);
     expect(autoCheckpoint(store.connection)).toBe(1000);
 
     // Another 3,000 new users: the same thread checkpoints again. (Re-sending the same users
     // writes nothing, so it would not.)
     expect((await importUsers(store, 3000, '20240102-000001')).counts.unchanged).toBe(3000);
     await store.checkpointer!.idle();
-    expect(store.checkpointer!.done).toHaveLength(1);
+    expect(store.checkpointer!.completed).toBe(1);
     expect((await importUsers(store, 3000, '20240103-000001', 'v')).counts.created).toBe(3000);
     await store.checkpointer!.idle();
-    expect(store.checkpointer!.done).toHaveLength(2);
+    expect(store.checkpointer!.completed).toBe(2);
 
     await store.close();
     await store.close(); // idempotent
@@ -96,8 +96,8 @@ describe('checkpoints after a large import', () => {
     checkpointer.request();
     await checkpointer.idle();
     expect(dbBytes() - committed).toBeGreaterThan(15e6);
-    expect(checkpointer.done).toHaveLength(1);
-    expect(checkpointer.done[0].checkpointed).toBe(checkpointer.done[0].log);
+    expect(checkpointer.completed).toBe(1);
+    expect(checkpointer.last!.checkpointed).toBe(checkpointer.last!.log);
     await checkpointer.close();
     applying.close();
     main.close();
@@ -108,7 +108,8 @@ describe('checkpoints after a large import', () => {
     const result = await importUsers(store, 50);
     expect(result.counts.created).toBe(50);
     await store.checkpointer!.idle();
-    expect(store.checkpointer!.done).toEqual([]);
+    expect(store.checkpointer!.completed).toBe(0);
+    expect(store.checkpointer!.last).toBeNull();
     expect(autoCheckpoint(store.connection)).toBe(1000);
     await store.close();
   });
@@ -120,7 +121,8 @@ describe('checkpoints after a large import', () => {
     checkpointer.request();
     expect(autoCheckpoint(main)).toBe(0); // paused while the thread works
     await checkpointer.idle();
-    expect(checkpointer.done).toEqual([]);
+    expect(checkpointer.completed).toBe(0);
+    expect(checkpointer.last).toBeNull();
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/checkpoint thread failed .*SQLite checkpoints on commit again/);
     expect(autoCheckpoint(main)).toBe(1000);

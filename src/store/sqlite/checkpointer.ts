@@ -40,8 +40,9 @@ export class Checkpointer {
   private running: Promise<void> | null = null;
   private again = false;
   private closed = false;
-  /** Checkpoints the thread completed (for tests and the debug log). */
-  readonly done: CheckpointDone[] = [];
+  /** Checkpoints the thread completed, and what the last one said (a count, not a list: a daemon runs for months). */
+  completed = 0;
+  last: CheckpointDone | null = null;
 
   constructor(
     private readonly file: string,
@@ -88,8 +89,8 @@ export class Checkpointer {
     do {
       this.again = false;
       try {
-        const result = await this.checkpointOnThread();
-        this.done.push(result);
+        this.last = await this.checkpointOnThread();
+        this.completed++;
       } catch (err) {
         this.log?.warn({ err }, `the database checkpoint thread failed (${(err as Error).message}); SQLite checkpoints on commit again, as it does by default`);
         const worker = this.worker;
