@@ -49,7 +49,14 @@ export class Checkpointer {
     /** The store's own connection: its automatic checkpoint pauses while the thread runs one. */
     private readonly main: SqliteConnection,
     private readonly log?: WaitLog,
+    /** An apply that wrote this many users or more is large (`afterApply`). */
+    private readonly afterRows = CHECKPOINT_AFTER_ROWS,
   ) {}
+
+  /** Told how many users an apply wrote, once it has committed: a large one is checkpointed here. */
+  afterApply(written: number): void {
+    if (written >= this.afterRows) this.request();
+  }
 
   /** Checkpoints soon, on the thread; a request while one runs makes one more run after it. */
   request(): void {

@@ -2,7 +2,7 @@
 import type { SchemaStore, Store } from '../types.js';
 import { SqliteConnection, type ConnectionOptions } from './connection.js';
 import { SqliteAudit } from './audit.js';
-import { Checkpointer, CHECKPOINT_AFTER_ROWS } from './checkpointer.js';
+import { Checkpointer } from './checkpointer.js';
 import { SqliteDaemons, SqliteLeases, SqliteRuns, SqliteSchedule, SqliteTriggers, SqliteUploads } from './coordination.js';
 import { SqliteDirectory } from './directory.js';
 import { migrations } from './migrations.js';
@@ -94,15 +94,12 @@ export class SqliteStore implements Store {
     this.uploads = new SqliteUploads(c);
     this.imports = new SqliteImports(c);
     const inMemory = file === ':memory:';
-    const checkpointer = inMemory ? null : new Checkpointer(file, c, opts.log);
+    const checkpointer = inMemory ? null : new Checkpointer(file, c, opts.log, opts.checkpointAfterRows);
     this.checkpointer = checkpointer;
-    const checkpointAfterRows = opts.checkpointAfterRows ?? CHECKPOINT_AFTER_ROWS;
     this.directory = new SqliteDirectory(
       c,
       inMemory ? null : () => new SqliteConnection(file, { ...opts, autoCheckpoint: false }),
-      (written) => {
-        if (written >= checkpointAfterRows) checkpointer?.request();
-      },
+      (written) => checkpointer?.afterApply(written),
     );
     this.outbox = new SqliteOutbox(c);
     this.mail = new SqliteMail(c);
