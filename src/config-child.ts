@@ -104,16 +104,22 @@ export function writeAnswer(write: (chunk: string) => void, answer: ChildAnswer)
   // `{"config":{…,"tenants":[]}}` without its last three characters: the tenants follow.
   let chunk = JSON.stringify({ config: { ...rest, tenants: [] } }).slice(0, -3);
   tenants.forEach((tenant, k) => {
-    const written: Record<string, unknown> = { ...tenant };
+    // The tenant's JSON built from each value's, so that a block is stringified once: for the
+    // comparison and, the first time, for the answer.
+    const members: string[] = [];
     for (const [key, value] of Object.entries(tenant)) {
-      if (value === null || typeof value !== 'object') continue;
-      const id = `${key}\0${JSON.stringify(value)}`;
-      const first = firstWith.get(id) ?? k;
-      if (first === k) firstWith.set(id, k);
-      else written[key] = null;
-      (same[key] ??= new Array<number>(tenants.length).fill(-1))[k] = first;
+      let json: string | undefined = JSON.stringify(value);
+      if (json === undefined) continue; // as JSON.stringify leaves out an undefined member
+      if (value !== null && typeof value === 'object') {
+        const id = `${key}\0${json}`;
+        const first = firstWith.get(id) ?? k;
+        if (first === k) firstWith.set(id, k);
+        else json = 'null';
+        (same[key] ??= new Array<number>(tenants.length).fill(-1))[k] = first;
+      }
+      members.push(`${JSON.stringify(key)}:${json}`);
     }
-    chunk += (k === 0 ? '' : ',') + JSON.stringify(written);
+    chunk += `${k === 0 ? '' : ','}{${members.join(',')}}`;
     if (chunk.length >= 64 * 1024) {
       write(chunk);
       chunk = '';
