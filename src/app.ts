@@ -18,7 +18,7 @@ export interface App {
   kinds: KindRegistry;
   log: Logger;
   /** The dependencies of a tenant's run (the hashing pool starts on first use). */
-  runDeps(opts?: { processing?: RunDeps['processing'] }): RunDeps;
+  runDeps(opts?: Pick<RunDeps, 'processing' | 'keptSessions'>): RunDeps;
   close(): Promise<void>;
 }
 
@@ -44,7 +44,7 @@ export async function openApp(configFlag: string | undefined, opts: { logLevel?:
     runDeps(o = {}) {
       hasher ??= new ScryptPool();
       digestKey ??= loadDigestKey({ ...config.passwordDigest, key: config.passwordDigest.key === undefined ? undefined : resolveDigestKey(config.passwordDigest.key) });
-      return { config, store, kinds, log, hasher, digestKey, processing: o.processing };
+      return { config, store, kinds, log, hasher, digestKey, processing: o.processing, keptSessions: o.keptSessions };
     },
     async close() {
       if (closed) return;

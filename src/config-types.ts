@@ -25,6 +25,8 @@ export interface SftpSettings {
   /** The pinned fingerprint; undefined until `doctor` has shown it and someone pasted it. */
   hostKey?: string;
   timeoutSeconds: number;
+  /** The daemon keeps the connection open this long after a run, for the tenant's next run (0 or unset: it does not). */
+  keepOpenSeconds?: number;
 }
 
 export interface TenantConfig {
@@ -89,6 +91,7 @@ export const DEFAULTS = {
   settleSeconds: 60,
   staleAfterHours: 24,
   timeoutSeconds: 30,
+  keepOpenSeconds: 0,
 } as const;
 
 /** Import options a tenant gets for every key it leaves out. */

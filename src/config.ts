@@ -205,6 +205,7 @@ function normalize(raw: RawConfig, file: string): Config {
         privateKey: t.sftp.privateKey ? (t.sftp.privateKey.includes('${') ? t.sftp.privateKey : rel(t.sftp.privateKey)) : undefined,
         hostKey: isFingerprint(t.sftp.hostKey) ? t.sftp.hostKey : undefined,
         timeoutSeconds: t.sftp.timeoutSeconds ?? d.timeoutSeconds,
+        keepOpenSeconds: t.sftp.keepOpenSeconds ?? d.keepOpenSeconds,
       },
       paths: {
         upload,

@@ -30,12 +30,13 @@ import { RunQueue, type Job } from './run-queue.js';
 import { Scheduler } from './schedule.js';
 import { TRIGGER_POLL_MS, TriggerIntake } from './trigger-intake.js';
 import { HEARTBEAT_STALE_MS } from './status.js';
+import { KeptSessions } from '../sftp/kept-sessions.js';
 
 export interface DaemonDeps {
   config: Config;
   store: Store;
   log: Logger;
-  runDeps(opts?: { processing?: RunDeps['processing'] }): RunDeps;
+  runDeps(opts?: Pick<RunDeps, 'processing' | 'keptSessions'>): RunDeps;
 }
 
 export interface DaemonOptions {
@@ -63,6 +64,8 @@ export class Daemon {
   private readonly queue: RunQueue;
   private readonly scheduler: Scheduler;
   private readonly processing: Semaphore;
+  /** Connections tenants with `sftp.keepOpenSeconds` keep between their runs; closed on stop. */
+  private readonly keptSessions = new KeptSessions();
   private readonly log: Logger;
   private starting: Promise<void> | undefined;
   private stopping: Promise<void> | undefined;
@@ -230,6 +233,7 @@ export class Daemon {
     }
     this.abort.abort();
     await this.queue.idle();
+    await this.safely('close the kept SFTP connections', () => this.keptSessions.close());
     await Promise.allSettled([...this.actions]);
     await this.mailPass;
     await this.safely('stop the HTTP server', async () => this.http?.stop());
@@ -291,7 +295,7 @@ export class Daemon {
     const slot = job.slot;
     const processing = slot ? { acquire: async () => slot } : this.processing;
     try {
-      result = await this.inTurn(tenant.id, () => runTenant(this.deps.runDeps({ processing }), tenant, opts));
+      result = await this.inTurn(tenant.id, () => runTenant(this.deps.runDeps({ processing, keptSessions: this.keptSessions }), tenant, opts));
     } catch (err) {
       // runTenant records its own failures; this is the store itself failing.
       this.log.error({ tenant: tenant.id, err: errorMessage(err) }, `run of ${tenant.id} failed: ${errorMessage(err)}`);

@@ -1,6 +1,7 @@
 // Our one door to a tenant's SFTP account, over ssh2-sftp-client. It pins the host key (ssh2
 // accepts any key unless told otherwise), puts a timeout on every call (calls can hang on a
-// dead link), and is used once: connect, work, close, on every path.
+// dead link), and is used by one run at a time: connect, work, close, on every path (or, in the
+// daemon, kept for the tenant's next run: kept-sessions.ts).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -76,7 +77,9 @@ export class SftpSession {
     }
     // The library's default listeners print "Global end listener: ..." with console.log, onto
     // our stdout (and into `--json` output). Every failure reaches us through the promises.
-    const client = new SftpClient(label, { error: () => {}, end: () => {}, close: () => {} });
+    // The connection closing by itself (the server ended an idle one) marks the session closed.
+    let lost = (): void => {};
+    const client = new SftpClient(label, { error: () => {}, end: () => {}, close: () => lost() });
     let seen = '';
     const timeoutMs = settings.timeoutSeconds * 1000;
     try {
@@ -116,6 +119,9 @@ export class SftpSession {
     (client as unknown as { client?: { setNoDelay?: (on: boolean) => void } }).client?.setNoDelay?.(true);
     const session = new SftpSession(client, settings, label, opts.log) as SftpSession & { hostKeySeen: string };
     session.hostKeySeen = seen;
+    lost = () => {
+      session.closed = true;
+    };
     return session;
   }
 
@@ -249,6 +255,26 @@ export class SftpSession {
   /** Removes an empty folder (a server refuses one that is not empty). */
   async rmdir(p: string): Promise<void> {
     await this.call(`rmdir ${p}`, () => this.client.rmdir(p, false));
+  }
+
+  /** False once the connection is closed or known lost. */
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  /**
+   * A kept connection still answers: one cheap request (REALPATH of the login folder) within
+   * `waitSeconds`. False closes it; never throws.
+   */
+  async answers(waitSeconds = 5): Promise<boolean> {
+    if (this.closed) return false;
+    try {
+      await withTimeout(() => this.client.realPath('.'), Math.min(waitSeconds, this.settings.timeoutSeconds) * 1000, 'checking the connection', () => destroy(this.client));
+      return true;
+    } catch {
+      await this.close();
+      return false;
+    }
   }
 
   /** Idempotent; never throws. */

@@ -52,6 +52,10 @@ export interface EmbeddedSftpServer {
   hostKeyFingerprint: string;
   /** The served directory, as given in the options. */
   root: string;
+  /** SSH connections accepted since the start, and those open now (tests count logins with them). */
+  connections(): { accepted: number; open: number };
+  /** Ends every client's connection and keeps listening (as a server that drops idle clients would). */
+  disconnectAll(): void;
   /** Stops listening and disconnects every client. Safe to call more than once. */
   stop(): Promise<void>;
 }
@@ -71,7 +75,9 @@ export async function startEmbeddedSftpServer(opts: EmbeddedSftpServerOptions): 
   const authenticate = makeAuthenticator(opts);
 
   const connections = new Set<Connection>();
+  let accepted = 0;
   const sshServer = new Server({ hostKeys: [hostKey] }, (client) => {
+    accepted++;
     connections.add(client);
     client.on('close', () => connections.delete(client));
     serveClient(client, authenticate, jail);
@@ -89,19 +95,23 @@ export async function startEmbeddedSftpServer(opts: EmbeddedSftpServerOptions): 
   await listen(listener, opts.port ?? 0, host);
   const port = (listener.address() as net.AddressInfo).port;
 
+  const disconnectAll = (): void => {
+    for (const client of connections) client.end();
+  };
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= new Promise<void>((resolve) => {
       listener.close(() => resolve());
-      for (const client of connections) client.end();
+      disconnectAll();
       setTimeout(() => {
         for (const socket of sockets) socket.destroy();
       }, STOP_GRACE_MS).unref();
     });
     return stopping;
   };
+  const count = () => ({ accepted, open: connections.size });
 
-  return { host, port, hostKeyFingerprint, root: opts.root, stop };
+  return { host, port, hostKeyFingerprint, root: opts.root, connections: count, disconnectAll, stop };
 }
 
 /**

@@ -3,6 +3,7 @@
 import type { Config, TenantConfig } from '../config.js';
 import type { FileImportResult } from '../import/import-file.js';
 import type { Hasher } from '../import/hash-pool.js';
+import type { KeptSessions } from '../sftp/kept-sessions.js';
 import type { KindRegistry } from '../import/kinds.js';
 import type { Logger } from '../log.js';
 import type { SftpSession } from '../sftp/client.js';
@@ -19,6 +20,8 @@ export interface RunDeps {
   digestKey: Buffer | null;
   /** Shared by the runs of a process: at most `concurrency` process uploads at once. */
   processing?: { acquire(): Promise<() => void> };
+  /** The daemon's: connections kept open between a tenant's runs (`sftp.keepOpenSeconds`). */
+  keptSessions?: KeptSessions;
 }
 
 export interface RunOptions {

@@ -4,7 +4,7 @@
 // misconfiguration fails the run, recorded against this tenant only. Every path closes the
 // session, removes the local folder, finishes the run record and releases the lease.
 import posix from 'node:path/posix';
-import { resolveSftp, type TenantConfig } from '../config.js';
+import { resolveSftp, type SftpSettings, type TenantConfig } from '../config.js';
 import { ConfigError, errorMessage, HostKeyMismatchError, RemoteError } from '../errors.js';
 import { isNoSuchFile, SftpSession, type RemoteEntry } from '../sftp/client.js';
 import type { RunStatus } from '../store/types.js';
@@ -55,8 +55,10 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
   renew.unref();
   const workDir = makeRunDir(config.workDir);
   let session: SftpSession | undefined;
+  let settings: SftpSettings | undefined;
   try {
-    session = await SftpSession.connect(resolveSftp(tenant), tenant.id, { log });
+    settings = resolveSftp(tenant);
+    session = (await takeKept(deps, tenant, settings, log)) ?? (await SftpSession.connect(settings, tenant.id, { log }));
     ctx = { deps, tenant, opts, session, runId, workDir, log, result, claimed: new Map() };
     await body(ctx);
     result.status = result.status === 'interrupted' ? 'interrupted' : overallStatus(result);
@@ -70,7 +72,7 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
   } finally {
     clearInterval(renew);
     releaseHeap();
-    await session?.close();
+    if (session) await closeOrKeep(deps, tenant, settings!, session, result.status);
     fs.rmSync(workDir, { recursive: true, force: true });
     await store.runs.finish(runId, result.status, result.message, settlingNote(result)).catch((err) => log.error({ err: errorMessage(err) }, 'could not record the end of the run'));
     await store.leases.releaseTenant(tenant.id, processId).catch(() => {});
@@ -78,6 +80,21 @@ export async function runTenant(deps: RunDeps, tenant: TenantConfig, opts: RunOp
   if (!opts.dryRun) await reportOutcomes(deps, tenant.id).catch((err) => log.error({ err: errorMessage(err) }, `could not queue the reports: ${errorMessage(err)}; they are queued on the next run`));
   log.info({ status: result.status, epochs: result.epochs.length }, `run finished: ${result.status}${result.message ? ` (${result.message})` : ''}`);
   return result;
+}
+
+/** The connection kept from the tenant's last run, when the daemon kept one and it still answers. */
+async function takeKept(deps: RunDeps, tenant: TenantConfig, settings: SftpSettings, log: RunContext['log']): Promise<SftpSession | null> {
+  if (!deps.keptSessions) return null;
+  const kept = await deps.keptSessions.take(tenant.id, settings);
+  if (kept) log.debug('using the SFTP connection kept open since the last run');
+  return kept;
+}
+
+/** A run that did not fail leaves a healthy connection for the next one, when the tenant asks for it. */
+async function closeOrKeep(deps: RunDeps, tenant: TenantConfig, settings: SftpSettings, session: SftpSession, status: RunStatus): Promise<void> {
+  const seconds = tenant.sftp.keepOpenSeconds ?? 0;
+  if (deps.keptSessions && seconds > 0 && status !== 'failed' && status !== 'interrupted') await deps.keptSessions.keep(tenant.id, settings, session, seconds);
+  else await session.close();
 }
 
 function runFailure(tenant: TenantConfig, err: unknown): string {

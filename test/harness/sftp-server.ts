@@ -41,6 +41,9 @@ export interface TestSftpServer {
   root: string;
   /** Set when the SFTP user is not root: folders and files the tests make must belong to it. */
   owner?: { name: string; uid: number; gid: number };
+  /** Embedded only: SSH connections accepted since the start and open now; ending every client's. */
+  connections?: () => { accepted: number; open: number };
+  disconnectAll?: () => void;
   /** Stops the server and removes its directories (unless KEEP_TEST_ARTIFACTS=1). Idempotent. */
   stop(): Promise<void>;
 }
@@ -115,6 +118,8 @@ async function startEmbedded(): Promise<TestSftpServer> {
     privateKeyPath,
     hostKeyFingerprint: server.hostKeyFingerprint,
     root,
+    connections: server.connections,
+    disconnectAll: server.disconnectAll,
     stop: once(async () => {
       await server.stop();
       await removeDirs(root, keysDir);
