@@ -9,14 +9,8 @@ export type OutcomeKind = 'epoch' | 'released' | 'discarded' | 'stale' | 'overdu
  * records it; the report is rendered and queued from it afterwards. An epoch outcome is recorded
  * before its upload is moved (`filed: false`) and confirmed once it is where the report says.
  */
-export interface Outcome {
+export interface Outcome extends NewOutcome {
   id: number;
-  tenant: string;
-  kind: OutcomeKind;
-  dedupeKey: string;
-  epoch: string | null;
-  payload: OutcomePayload;
-  filed: boolean;
   createdAt: string;
   reportedAt: string | null;
 }
