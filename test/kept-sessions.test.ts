@@ -100,7 +100,7 @@ describe('SFTP connections kept open between runs', () => {
       const session = await SftpSession.connect(settings, 'lincoln');
       await kept.keep('lincoln', settings, session, 60);
       expect(kept.size).toBe(1);
-      // The configuration was reloaded with another user name: the old connection is closed.
+      // Other settings (another user name) never get it: the kept connection is closed instead.
       expect(await kept.take('lincoln', { ...settings, username: 'someone-else' })).toBeNull();
       expect(session.isOpen).toBe(false);
       expect(kept.size).toBe(0);

@@ -5,9 +5,9 @@
 // a run that ends with its connection healthy leaves it here, and the tenant's next run within
 // that many seconds takes it instead of connecting. A kept connection is only ever used by one
 // run (take() removes it), is checked with one cheap request before it is used (a server may
-// have closed it meanwhile: then the run simply connects), is never used with settings other than
-// the ones it was opened with (a reloaded configuration), and is closed when nobody took it in
-// time or when the daemon stops.
+// have closed it meanwhile: then the run simply connects), is never handed to other settings than
+// the ones it was opened with (host, user, credentials, pinned key: a digest of them is kept with
+// it), and is closed when nobody took it in time or when the daemon stops.
 import crypto from 'node:crypto';
 import type { SftpSettings } from '../config.js';
 import type { SftpSession } from './client.js';
