@@ -269,7 +269,7 @@ export class SftpSession {
   async answers(waitSeconds = 5): Promise<boolean> {
     if (this.closed) return false;
     try {
-      await withTimeout(() => this.client.realPath('.'), Math.min(waitSeconds, this.settings.timeoutSeconds) * 1000, 'checking the connection', () => destroy(this.client));
+      await this.call('checking the connection', () => this.client.realPath('.'), Math.min(waitSeconds, this.settings.timeoutSeconds));
       return true;
     } catch {
       await this.close();
@@ -288,10 +288,10 @@ export class SftpSession {
     }
   }
 
-  private async call<T>(what: string, fn: (alive: () => void) => Promise<T>): Promise<T> {
+  private async call<T>(what: string, fn: (alive: () => void) => Promise<T>, timeoutSeconds = this.settings.timeoutSeconds): Promise<T> {
     if (this.closed) throw new RemoteError(`${this.label}: ${what}: the connection is already closed`);
     try {
-      return await withTimeout(fn, this.settings.timeoutSeconds * 1000, what, () => {
+      return await withTimeout(fn, timeoutSeconds * 1000, what, () => {
         this.closed = true;
         destroy(this.client);
       });

@@ -52,13 +52,15 @@ export class KeptSessions {
   /** Keeps the tenant's open connection for `seconds`, then closes it; closes it at once if it cannot be kept. */
   async keep(tenant: string, settings: SftpSettings, session: SftpSession, seconds: number): Promise<void> {
     if (this.closed || seconds <= 0 || !session.isOpen) return session.close();
+    // Normally none is kept here any more: the tenant's runs never overlap (its lease), and each
+    // takes what was kept before it keeps its own.
     const previous = this.kept.get(tenant);
-    if (previous && previous.session !== session) {
+    if (previous) {
       clearTimeout(previous.timer);
       await previous.session.close();
     }
+    // take() and close() clear the timer: when it fires, the connection is still the one kept.
     const timer = setTimeout(() => {
-      if (this.kept.get(tenant)?.session !== session) return;
       this.kept.delete(tenant);
       void session.close();
     }, seconds * 1000);

@@ -19,7 +19,7 @@ import { threadScript } from '../../paths.js';
 import type { SqliteConnection, WaitLog } from './connection.js';
 
 /** An apply that wrote at least this many rows is checkpointed here (about 1,000 pages of WAL). */
-export const CHECKPOINT_AFTER_ROWS = 40_000;
+const CHECKPOINT_AFTER_ROWS = 40_000;
 
 /** What the thread says after a checkpoint. */
 export interface CheckpointDone {
