@@ -1,5 +1,5 @@
-// A part file as a parse thread writes it (stage-part.ts): rows one at a time, bound a hundred at
-// a time, committed per batch; what the apply later reads from it.
+// A part file as a parse thread writes it (stage-part.ts): rows one at a time into the rows file,
+// the rest into the side tables; what the apply later reads from it.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -60,16 +60,21 @@ describe('a part file', () => {
     }
   });
 
-  it('keeps nothing of a batch it was closed in the middle of', () => {
+  it('leaves nothing behind when closed before it was finished, and the next writer starts afresh', () => {
     const file = partFile();
     const writer = new StagePartWriter(file, COLUMNS);
-    for (let line = 2; line < 102; line++) writer.addRow([line, `K${line}`, 1, null]);
-    writer.commit();
-    for (let line = 102; line < 302; line++) writer.addRow([line, `K${line}`, 1, null]);
-    writer.close(); // the part failed: what it staged is scratch, re-read from the CSV if needed
+    for (let line = 2; line < 302; line++) writer.addRow([line, `K${line}`, 1, null]);
+    writer.addRepeat(40);
+    writer.close(); // the part failed (or was misaligned): it is read again from the CSV
+    expect(fs.readdirSync(dir)).toEqual(['part-0.sqlite']); // the side file is gone
+    const again = new StagePartWriter(file, COLUMNS);
+    again.addRow([2, 'K2', 0, 'a@example.org']);
+    again.finish(false);
     const db = new Database(file, { readonly: true });
     try {
-      expect(db.prepare('SELECT count(*) FROM rows').pluck().get()).toBe(100);
+      expect(db.prepare('SELECT line, key, active, email, pw_hash, pw_same FROM rows').all()).toEqual([{ line: 2, key: 'K2', active: 0, email: 'a@example.org', pw_hash: null, pw_same: 0 }]);
+      expect(db.prepare('SELECT count(*) FROM repeats').pluck().get()).toBe(0);
+      expect(db.pragma('integrity_check', { simple: true })).toBe('ok');
     } finally {
       db.close();
     }
