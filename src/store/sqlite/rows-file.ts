@@ -22,6 +22,9 @@ const WRITER_VERSION = 3_045_000;
 
 export type RowsFileValue = string | number | null;
 
+/** Body bytes of the integer serial types 1-6. */
+const INTEGER_BYTES = [0, 1, 2, 3, 4, 6, 8];
+
 /** Bytes of a varint (SQLite's big-endian base-128, at most 9 bytes) for v ≥ 0. */
 function varintLength(v: number): number {
   let n = 1;
@@ -65,7 +68,9 @@ export class RowsFileWriter {
   private readonly leaves: Child[] = [];
   /** The record being encoded: its body, and its serial types (one per value). */
   private body = new Uint8Array(1 << 16);
+  private bodyBytes = Buffer.from(this.body.buffer);
   private header = new Uint8Array(1024);
+  private headerBytes = Buffer.from(this.header.buffer);
   private readonly types: number[] = [];
   /** Payload that fits on a leaf page (X), and the least kept there when it does not (M). */
   private readonly maxLocal = ROWS_FILE_PAGE_SIZE - 35;
@@ -111,7 +116,10 @@ export class RowsFileWriter {
     for (let i = from; i < to; i++) typesLength += varintLength(this.types[i]);
     let sizeLength = 1; // the header's size counts its own varint
     while (varintLength(typesLength + sizeLength) > sizeLength) sizeLength++;
-    if (typesLength + sizeLength > this.header.length) this.header = new Uint8Array(typesLength + sizeLength);
+    if (typesLength + sizeLength > this.header.length) {
+      this.header = new Uint8Array(typesLength + sizeLength);
+      this.headerBytes = Buffer.from(this.header.buffer);
+    }
     let h = putVarint(this.header, 0, typesLength + sizeLength);
     for (let i = from; i < to; i++) h += putVarint(this.header, h, this.types[i]);
     return h;
@@ -172,13 +180,16 @@ export class RowsFileWriter {
     return a < 0x80 ? 1 : a < 0x8000 ? 2 : a < 0x800000 ? 3 : a < 0x80000000 ? 4 : a < 0x800000000000 ? 5 : 6;
   }
 
+  /** The body bytes of integer `v` as serial type `type` (none for 8 and 9): big-endian two's complement. */
   private putInteger(v: number, type: number, pos: number): number {
-    const bytes = [0, 1, 2, 3, 4, 6, 8][type] ?? 0;
+    if (type >= 8) return pos;
+    const bytes = INTEGER_BYTES[type];
     if (pos + bytes > this.body.length) this.grow(pos + bytes);
-    let x = BigInt.asUintN(64, BigInt(v));
-    for (let i = bytes - 1; i >= 0; i--) {
-      this.body[pos + i] = Number(x & 0xffn);
-      x >>= 8n;
+    if (bytes <= 4) {
+      for (let i = bytes - 1; i >= 0; i--, v >>= 8) this.body[pos + i] = v & 0xff;
+    } else {
+      let x = BigInt.asUintN(64, BigInt(v));
+      for (let i = bytes - 1; i >= 0; i--, x >>= 8n) this.body[pos + i] = Number(x & 0xffn);
     }
     return pos + bytes;
   }
@@ -187,6 +198,7 @@ export class RowsFileWriter {
     const bigger = new Uint8Array(Math.max(needed, this.body.length * 2));
     bigger.set(this.body);
     this.body = bigger;
+    this.bodyBytes = Buffer.from(bigger.buffer);
   }
 
   /** Puts the cell (payload size, rowid, record) on the leaf, its tail on overflow pages if too large. */
@@ -205,8 +217,9 @@ export class RowsFileWriter {
     let at = start + putVarint(p, start, payload);
     at += putVarint(p, at, rowid);
     if (!overflow) {
-      p.set(this.header.subarray(0, headerLength), at);
-      p.set(this.body.subarray(0, bodyLength), at + headerLength);
+      // Buffer.copy: no view object per row, as set(subarray()) would make.
+      this.headerBytes.copy(p, at, 0, headerLength);
+      this.bodyBytes.copy(p, at + headerLength, 0, bodyLength);
     } else {
       const record = new Uint8Array(payload);
       record.set(this.header.subarray(0, headerLength));
