@@ -25,6 +25,13 @@ export interface ConnectionOptions {
    * (checkpointer.ts).
    */
   autoCheckpoint?: boolean;
+  /**
+   * Each commit syncs the WAL (`synchronous = FULL`): what it wrote survives a power loss once
+   * COMMIT returns. For the connection that applies a file, whose upload is then moved to bak;
+   * the others (NORMAL) are durable at the next checkpoint. An apply's pages are synced once
+   * either way: at its commit here, else by the checkpoint after it.
+   */
+  durableCommits?: boolean;
 }
 
 export const isBusy = (err: unknown): boolean => {
@@ -61,7 +68,7 @@ export class SqliteConnection {
       // bigger page).
       if (!opts.readonly) this.db.pragma('page_size = 8192');
       if (!opts.readonly) this.db.pragma('journal_mode = WAL');
-      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma(`synchronous = ${opts.durableCommits ? 'FULL' : 'NORMAL'}`);
       this.db.pragma('busy_timeout = 0');
       this.db.pragma('foreign_keys = ON');
       if (opts.autoCheckpoint === false) this.setAutoCheckpoint(false);

@@ -98,7 +98,7 @@ export class SqliteStore implements Store {
     this.checkpointer = checkpointer;
     this.directory = new SqliteDirectory(
       c,
-      inMemory ? null : () => new SqliteConnection(file, { ...opts, autoCheckpoint: false }),
+      inMemory ? null : () => new SqliteConnection(file, { ...opts, autoCheckpoint: false, durableCommits: true }),
       (written) => checkpointer?.afterApply(written),
     );
     this.outbox = new SqliteOutbox(c);
