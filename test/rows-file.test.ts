@@ -97,8 +97,11 @@ describe('a rows file', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-rows-file-'));
     const writer = new RowsFileWriter(path.join(dir, 'rows.sqlite'), 'rows', CREATE);
     writer.add([5, 'a', 1, null, null, 0]);
-    expect(() => writer.add([5, 'b', 1, null, null, 0])).toThrow(/ascending rowid order/);
-    expect(() => writer.add([4.5, 'b', 1, null, null, 0])).toThrow(/ascending rowid order/);
+    expect(() => writer.add([5, 'b', 1, null, null, 0])).toThrow(/ascending order/);
+    expect(() => writer.add([4.5, 'b', 1, null, null, 0])).toThrow(/ascending order/);
+    const other = new RowsFileWriter(path.join(dir, 'other.sqlite'), 'rows', CREATE);
+    expect(() => other.add([0, 'c', 1, null, null, 0])).toThrow(/positive rowids/);
+    other.close();
     writer.close();
   });
 });

@@ -17,7 +17,7 @@ import fs from 'node:fs';
 
 /** The largest page SQLite supports: fewest pages, cells and interior entries. */
 export const ROWS_FILE_PAGE_SIZE = 65536;
-/** The file format version the header's last word names (any 3.x reads the format). */
+/** The header's "SQLite version that last wrote the file" (informational: SQLite reads any). */
 const WRITER_VERSION = 3_045_000;
 
 export type RowsFileValue = string | number | null;
@@ -76,14 +76,13 @@ export class RowsFileWriter {
   private readonly maxLocal = ROWS_FILE_PAGE_SIZE - 35;
   private readonly minLocal = Math.floor(((ROWS_FILE_PAGE_SIZE - 12) * 32) / 255) - 23;
   private closed = false;
-  rows = 0;
 
   /**
    * @param createSql the table's CREATE TABLE statement, as the schema table keeps it; its
    *   first column must be `INTEGER PRIMARY KEY` (the rowid), every row gives every column
    */
   constructor(
-    private readonly file: string,
+    file: string,
     private readonly table: string,
     private readonly createSql: string,
   ) {
@@ -91,14 +90,14 @@ export class RowsFileWriter {
   }
 
   /**
-   * Appends a row: `values` in column order, the first (the rowid) a safe integer larger than
-   * the last row's. Text is stored as UTF-8 (an unpaired surrogate as U+FFFD, as SQLite's API
-   * would), integers in the fewest bytes.
+   * Appends a row: `values` in column order, the first (the rowid) a positive safe integer
+   * larger than the last row's. Text is stored as UTF-8 (an unpaired surrogate as U+FFFD, as
+   * SQLite's API would), integers in the fewest bytes.
    */
   add(values: readonly RowsFileValue[]): void {
     const rowid = values[0];
-    if (typeof rowid !== 'number' || !Number.isSafeInteger(rowid) || rowid <= this.lastRowid) {
-      throw new Error(`rows must come in ascending rowid order: ${String(rowid)} after ${this.lastRowid}`);
+    if (typeof rowid !== 'number' || !Number.isSafeInteger(rowid) || rowid < 1 || rowid <= this.lastRowid) {
+      throw new Error(`rows must come in ascending order of positive rowids: ${String(rowid)} after ${this.lastRowid}`);
     }
     const width = values.length;
     const bodyLength = this.encodeBody(values);
@@ -107,7 +106,6 @@ export class RowsFileWriter {
     const h = this.putRecordHeader(0, width);
     this.placeCell(rowid, h, bodyLength);
     this.lastRowid = rowid;
-    this.rows++;
   }
 
   /** The record header of columns `from`…`to - 1` (their serial types in `types`) into `header`; its length. */
@@ -351,9 +349,5 @@ export class RowsFileWriter {
     if (this.closed) return;
     this.closed = true;
     fs.closeSync(this.fd);
-  }
-
-  get path(): string {
-    return this.file;
   }
 }
