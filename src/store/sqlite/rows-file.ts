@@ -16,7 +16,7 @@
 import fs from 'node:fs';
 
 /** The largest page SQLite supports: fewest pages, cells and interior entries. */
-export const ROWS_FILE_PAGE_SIZE = 65536;
+const ROWS_FILE_PAGE_SIZE = 65536;
 /** The header's "SQLite version that last wrote the file" (informational: SQLite reads any). */
 const WRITER_VERSION = 3_045_000;
 

@@ -22,7 +22,7 @@ export interface FailedRow {
 }
 
 /** The rows table of a part file: the staged columns, then what the password step fills in. */
-export function rowsTableSql(columns: string[]): string {
+function rowsTableSql(columns: string[]): string {
   const fields = columns.slice(3).map((col) => `${col} TEXT, `).join('');
   return `CREATE TABLE rows (
       line INTEGER PRIMARY KEY, key TEXT NOT NULL, active INTEGER NOT NULL, ${fields}
