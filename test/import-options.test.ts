@@ -213,6 +213,49 @@ describe.each(availableStores())('import options on %s', (storeKind) => {
     });
   });
 
+  describe('key order', () => {
+    // A district's export is often sorted by name or by school, its ids in no order; SQLite then
+    // reads the staged rows sorted by key (key-runs.ts, stage.ts). What users see must not change.
+    const ids = Array.from({ length: 60 }, (_, i) => `u${String(i).padStart(3, '0')}`);
+    const scatter = (list: string[]) => list.map((_, i) => list[(i * 37) % list.length]); // 37 and 60 share no factor
+    const line = (id: string, email = `${id}@lincoln.example`) => `${id},First ${id},Last ${id},${email},student,SCH1,1`;
+    const directory = (tenant: string) =>
+      rowsOf('SELECT external_id, kind, email, first_name, last_name, role, site_id, active, archived_at, attributes FROM users WHERE tenant = ? ORDER BY external_id', tenant);
+    const history = (importId: number | null) =>
+      rowsOf<{ external_id: string; action: string; fields: string; old_values: string }>('SELECT external_id, action, fields, old_values FROM user_changes WHERE import_id = ? ORDER BY id', importId);
+
+    it('a file whose ids come in no order is applied as the same file sorted: users, counts, history, row errors', async () => {
+      const first = [...ids.map((id) => line(id)), line('u900', 'not-an-email')];
+      const sorted = await load({ kind: 'samegoal-users', tenant: 'sorted' }, SG, ...first);
+      const scattered = await load({ kind: 'samegoal-users', tenant: 'scattered' }, SG, ...scatter(first));
+      expect(scattered.counts).toEqual(sorted.counts);
+      expect(scattered.counts).toMatchObject({ rows: 61, created: 60, failed: 1 });
+      expect(directory('scattered')).toEqual(directory('sorted'));
+
+      // The nightly re-sync, scattered again: a few new e-mails, one user gone, one duplicate id.
+      const changed = new Set(['u003', 'u017', 'u042', 'u059']);
+      const second = ids.filter((id) => id !== 'u030').map((id) => line(id, changed.has(id) ? `${id}.new@lincoln.example` : undefined));
+      const secondScattered = [...scatter(second), line('u017', 'again@lincoln.example')];
+      const options = { fullSync: true, maxDeactivatePercent: 100, overwriteEmail: true };
+      const dry = await load({ kind: 'samegoal-users', tenant: 'scattered', options, mode: 'dry-run' }, SG, ...secondScattered);
+      const resorted = await load({ kind: 'samegoal-users', tenant: 'sorted', options }, SG, ...second, line('u017', 'again@lincoln.example'));
+      const resync = await load({ kind: 'samegoal-users', tenant: 'scattered', options }, SG, ...secondScattered);
+      expect(resync.counts).toEqual(resorted.counts);
+      expect(resync.counts).toMatchObject({ rows: 60, created: 0, updated: 4, unchanged: 55, deactivated: 1, failed: 1 });
+      expect(dry.counts).toEqual(resync.counts);
+      expect(directory('scattered')).toEqual(directory('sorted'));
+      expect(directory('scattered').filter((u) => !u.active).map((u) => u.external_id)).toEqual(['u030']);
+      // The duplicate is the later line, whichever order the file is in.
+      const duplicateLine = secondScattered.length + 1;
+      expect(resync.sampleErrors).toEqual([`line ${duplicateLine}: user_id "u017": duplicate user_id: it already appears on line ${secondScattered.findIndex((l) => l.startsWith('u017,')) + 2}; each user_id may appear only once`]);
+      // History: the same changes, recorded in the file's line order.
+      const byId = <T extends { external_id: string }>(rows: T[]) => [...rows].sort((a, b) => (a.external_id < b.external_id ? -1 : 1));
+      expect(byId(history(resync.importId))).toEqual(byId(history(resorted.importId)));
+      const updatedInFileOrder = scatter(second).map((l) => l.slice(0, 4)).filter((id) => changed.has(id));
+      expect(history(resync.importId).filter((c) => c.action === 'update').map((c) => c.external_id)).toEqual(updatedInFileOrder);
+    });
+  });
+
   describe('values as uploaded', () => {
     const header = 'user_id,first_name,last_name,email,role,school_id';
     // A batch with a tab anywhere is escaped value by value: the other rows get a file of their own.

@@ -74,6 +74,8 @@ export interface ParseSummary {
   /** The first line the part covers. */
   firstLine: number;
   sha1: string;
+  /** A part file's valid rows came in no useful key order (see store/sqlite/key-runs.ts). */
+  scattered?: boolean;
 }
 
 /** Where a stage read puts each checked row (a part file's writer, or the batch being built). */
@@ -220,6 +222,7 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
       w.finish(req.sink?.type === 'part-file' && req.sink.keyIndex);
       summary.valid = w.valid;
       summary.failed = w.failed;
+      summary.scattered = w.scattered;
     }
     summary.sha1 = read.sha1;
   } catch (err) {

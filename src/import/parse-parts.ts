@@ -56,7 +56,7 @@ export async function stageFile(req: StageFileRequest): Promise<StagedFile> {
   }
   const result = outcome(summaries);
   if (result.rejected === null && stage.sink === 'files') {
-    await stage.adopt(summaries.map((s, k) => ({ file: stage.partFile(k), firstLine: s.firstLine, valid: s.valid, failed: s.failed })));
+    await stage.adopt(summaries.map((s, k) => ({ file: stage.partFile(k), firstLine: s.firstLine, valid: s.valid, failed: s.failed, scattered: s.scattered })));
   }
   return result;
 }

@@ -68,6 +68,8 @@ export interface StagedPart {
   /** Its valid rows and failing rows. */
   valid: number;
   failed: number;
+  /** Its valid rows' keys came in no useful order: the apply reads them sorted by key. */
+  scattered?: boolean;
 }
 
 export interface StageSpec {

@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { RowProblem } from '../types.js';
+import { KeyRuns } from './key-runs.js';
 import { RowsFileWriter, type RowsFileValue } from './rows-file.js';
 
 export interface FailedRow {
@@ -71,6 +72,8 @@ export class StagePartWriter {
   private readonly width: number;
   /** A row as the rows table takes it: the staged values, then pw_hash NULL and pw_same 0. */
   private readonly record: RowsFileValue[];
+  /** Whether the keys came in an order the apply can follow (see key-runs.ts). */
+  private readonly keyRuns = new KeyRuns();
   valid = 0;
   failed = 0;
 
@@ -103,7 +106,13 @@ export class StagePartWriter {
   addRow(row: readonly (string | number | null)[]): void {
     for (let c = 0; c < this.width; c++) this.record[c] = row[c];
     this.rows.add(this.record);
+    this.keyRuns.add(row[1] as string);
     this.valid++;
+  }
+
+  /** The valid rows' keys came in no useful order: the apply reads this part sorted by key. */
+  get scattered(): boolean {
+    return this.keyRuns.scattered;
   }
 
   /** A failing row: its key (still present, still taken) and its problems. */
