@@ -7,13 +7,14 @@ import type { SftpServerKind } from '../test/harness/sftp-server.js';
 export const SSHD = '/usr/sbin/sshd';
 
 /** The lines of work, in the order they run and print. */
-export const ROW_NAMES = ['new', 'resync', 'memory', 'passwords', 'poll', 'poll10k', 'daemon', 'pg'] as const;
+export const ROW_NAMES = ['new', 'resync', 'scattered', 'memory', 'passwords', 'poll', 'poll10k', 'daemon', 'pg'] as const;
 export type RowName = (typeof ROW_NAMES)[number];
 
 /** A row needs these measured first (they run, and print, too). */
 const NEEDS: Record<RowName, RowName[]> = {
   new: [],
   resync: ['new'],
+  scattered: [],
   memory: ['new', 'resync'],
   passwords: [],
   poll: [],
@@ -32,6 +33,8 @@ rows (names for --only):
                 by hand: sftp -b get + one sqlite3 -batch (.import into a TEMP table, upsert)
   resync     2  re-sync N, 1% changed: the same database again, N users of which 1% differ
                 by hand: the same recipe again on the by-hand database of row 1
+  scattered  1b new users N, the same users with their ids in no order (first N only; 150 MiB)
+                by hand: row 1's recipe on the same shuffled file
   memory     3  peak RSS of rows 1 and 2 at each N (limit 150 MiB)
   passwords  4  a roster-students roster with date passwords: first import, re-run unchanged,
                 against the same roster without PASSWORD on an sso: google tenant

@@ -107,6 +107,22 @@ export async function writeRosterCsv(file: string, students: number, withPasswor
   });
 }
 
+/**
+ * `source`'s data lines in a fixed shuffled order (the same every run), written to `target`: the
+ * same users, their ids in no order, as in a district's export sorted by name.
+ */
+export async function writeShuffledCopy(source: string, target: string, seed = 20240903): Promise<number> {
+  const lines = fs.readFileSync(source, 'utf8').split('\n');
+  const header = lines[0];
+  const rows = lines.slice(1, lines[lines.length - 1] === '' ? -1 : undefined);
+  const rand = prng(seed);
+  for (let i = rows.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [rows[i], rows[j]] = [rows[j], rows[i]];
+  }
+  return writeLines(target, header, rows.length, (i) => rows[i] + '\n');
+}
+
 /** Streams `header` and `count` lines made by `line(i)` to `file`; resolves with the bytes written. */
 async function writeLines(file: string, header: string, count: number, line: (i: number) => string): Promise<number> {
   const out = fs.createWriteStream(file, { highWaterMark: 1 << 20 });

@@ -18,7 +18,7 @@ import { addRecipe, type RowResult } from './report.js';
 
 export const TENANT = 'bench';
 export const SPEED_TARGET = 1.5;
-const MEMORY_LIMIT_MIB = 150;
+export const MEMORY_LIMIT_MIB = 150;
 /** Row 2 changes every 100th row: 1%. */
 const CHANGE_EVERY = 100;
 
@@ -102,13 +102,15 @@ export async function usersRows(server: TestSftpServer, flags: Flags, src: UserS
   return { rows, runNow };
 }
 
-async function oneRepetition(
+export async function oneRepetition(
   server: TestSftpServer,
   flags: Flags,
   n: number,
   firstFile: string,
   resync: { file: string; changed: number } | null,
   profile: boolean,
+  /** What the first step is called in progress lines and profile names. */
+  firstLabel = 'new',
 ): Promise<{ first: Side; second: Side | null; profiles: { first?: ProfileSummary; second?: ProfileSummary } }> {
   const work = tempDir('provisioner-bench-');
   const byHandDb = path.join(work.dir, 'by-hand.db');
@@ -135,7 +137,7 @@ async function oneRepetition(
       checkInterrupted();
       say(`  ${label}: provisioner ${round(cli.m.seconds, 1)} s, peak RSS ${mib(cli.m.peakRssBytes)} MiB${cli.problem ? ` (${cli.problem})` : ''}`);
       if (prof && fs.existsSync(path.join(prof.dir, prof.name))) {
-        profiles[label === 'new' ? 'first' : 'second'] = summarizeCpuProfile(path.join(prof.dir, prof.name));
+        profiles[label === firstLabel ? 'first' : 'second'] = summarizeCpuProfile(path.join(prof.dir, prof.name));
       }
       const problems: string[] = [];
       if (cli.problem) problems.push(`provisioner ${cli.problem}`);
@@ -148,7 +150,7 @@ async function oneRepetition(
       return { cli, byHand, problems, startupSeconds, runSeconds };
     };
 
-    const first = await step('new', firstFile);
+    const first = await step(firstLabel, firstFile);
     if (!first.cli.problem) {
       const f = fileResult(first.cli.json, TENANT, 'users.csv');
       if (f?.status !== 'applied') first.problems.push(`users.csv is ${f?.status ?? 'missing from the --json output'}, expected applied`);

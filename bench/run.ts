@@ -7,6 +7,7 @@
 //   bench/flags.ts          flags and usage          bench/config.ts       the config it writes
 //   bench/provisioner.ts    running the CLI          bench/by-hand.ts      sftp + sqlite3 by hand
 //   bench/rows-users.ts     rows 1-3                 bench/rows-passwords.ts  row 4
+//   bench/rows-scattered.ts row 1b (row 1 shuffled)
 //   bench/rows-polling.ts   row 5 (+ poll-baseline.ts, the bare ssh2 loop)
 //   bench/rows-daemon.ts    row 6                    bench/report.ts       table and JSON
 //   bench/rows-pg.ts        row 7 (+ by-hand-pg.ts, sftp + psql; postgres.ts, the server)
@@ -20,6 +21,7 @@ import { startTestSftpServer } from '../test/harness/sftp-server.js';
 import { checkInterrupted, cleanupAll, installSignalHandlers, Interrupted, withCleanup } from './cleanup.js';
 import { parseFlags, SSHD, UsageError, type Flags } from './flags.js';
 import { findPgServer, shownUrl } from './postgres.js';
+import { scatteredRow } from './rows-scattered.js';
 import { CLI, fmt, round, say } from './provisioner.js';
 import { held, renderTable, writeResults, type RowResult } from './report.js';
 import { daemonRow } from './rows-daemon.js';
@@ -72,7 +74,7 @@ async function main(): Promise<number> {
   const results: RowResult[] = [];
   const before = load();
   const cores = os.availableParallelism();
-  const usersWork = flags.rows.has('new') || flags.rows.has('daemon');
+  const usersWork = flags.rows.has('new') || flags.rows.has('scattered') || flags.rows.has('daemon');
   // Row 7 needs a PostgreSQL server; without one it is skipped and nothing else changes.
   const pg = flags.rows.has('pg') ? findPgServer() : null;
   const pgUrl = pg && 'url' in pg ? pg.url : null;
@@ -101,6 +103,10 @@ async function main(): Promise<number> {
             results.push(await daemonRow(server, flags, n, sources.first, users.runNow));
           }
         }
+        if (flags.rows.has('scattered') && n === sizes[0]) {
+          say(`  row 1b: the same users, their ids in no order`);
+          results.push(await scatteredRow(server, flags, sources));
+        }
         if (pgUrl && flags.pgSizes.includes(n)) {
           say(`  row 7: PostgreSQL`);
           results.push(await pgRow(server, flags, pgUrl, sources));
@@ -123,7 +129,7 @@ async function main(): Promise<number> {
     await cleanupAll(); // the server too
   }
 
-  const order = ['new', 'resync', 'memory', 'passwords', 'poll', 'poll10k', 'daemon', 'pg'];
+  const order = ['new', 'resync', 'scattered', 'memory', 'passwords', 'poll', 'poll10k', 'daemon', 'pg'];
   results.sort((a, b) => order.indexOf(a.row) - order.indexOf(b.row)); // stable: sizes stay in order
   process.stdout.write(renderTable(results, flags));
   writeResults(RESULTS, results, flags, tools, { before, after: load() });
