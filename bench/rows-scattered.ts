@@ -2,8 +2,9 @@
 // 1's roster lists its ids in order (employees' E… and students' S… mixed, each ascending); this
 // row shuffles the same lines. provisioner then reads the staged rows sorted by key
 // (src/store/sqlite/key-runs.ts, stage.ts); before it did, a shuffled 1,000,000-row roster took
-// four times as long as row 1's (19.6 s against 4.8). Only at the first N (the shuffle holds the file in memory), against the same
-// by-hand recipe on the same shuffled file, with the same memory limit as row 3.
+// four times as long as row 1's (19.6 s against 4.8). Only at the first N (the shuffle holds the
+// file in memory), against the same by-hand recipe on the same shuffled file, with the same
+// memory limit as row 3.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TestSftpServer } from '../test/harness/sftp-server.js';
