@@ -3,7 +3,7 @@
 // whole file (set-based), so a nightly re-sync of a million unchanged users is one join that
 // writes nothing, rather than a million comparisons in JavaScript.
 //
-// `rows` is the staged rows: a part file's table, or the sorted copy of every part (stage.ts).
+// `rows` is the staged rows: a part file's table, or the sorted copy of every part (sorted-copy.ts).
 // Named parameters: @tenant @kind @now @suffix (`_<year>`) and the 0/1 flags @overwrite_email,
 // @overwrite_password, @archive. A column the file does not carry is not staged at all: `col`
 // gives the staged column's SQL, or NULL for a column the file lacks.

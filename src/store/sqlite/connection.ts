@@ -73,8 +73,9 @@ export class SqliteConnection {
       this.db.pragma('foreign_keys = ON');
       if (opts.autoCheckpoint === false) this.setAutoCheckpoint(false);
       // Bounded caches: memory must not grow with a file. The apply writes pages in key order and
-      // reads each once (a file whose keys came scattered is sorted first: stage.ts), so a bigger cache buys nothing: 4 and 16 MiB apply 1,000,000 rows in the
-      // same 1.1-1.3 s, 5,000,000 in the same 8.4 s, and 16 MiB took 10 MiB more at the peak.
+      // reads each once (a file whose keys came scattered is sorted first: sorted-copy.ts), so a
+      // bigger cache buys nothing: 4 and 16 MiB apply 1,000,000 rows in the same 1.1-1.3 s,
+      // 5,000,000 in the same 8.4 s, and 16 MiB took 10 MiB more at the peak.
       this.db.pragma('cache_size = -4096');
       this.db.pragma('temp.cache_size = -4096');
     } catch (err) {

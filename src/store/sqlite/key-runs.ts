@@ -8,7 +8,7 @@
 // order) pass over the whole tree once a run, splitting the pages the run before filled. On
 // 1,000,000 users in random order the apply took 15.9 s instead of 1.6 s (a first import) and
 // 7.5 s instead of 0.7 s (the same file again); sorted by school, 8.6 s and 4.2 s. Such a part is
-// read sorted by key instead (stage.ts), which costs about a second per 1,000,000 rows: worth it
+// read sorted by key instead (sorted-copy.ts), which costs about a second per 1,000,000 rows: worth it
 // for a scattered part, not for one in order, hence this check.
 
 /**

@@ -21,6 +21,7 @@ import { importRow } from '../rows.js';
 import type { SqliteConnection } from './connection.js';
 import { changedRowsSql, createUsersSql, missingUsersWhere, type StagedColumns } from './apply-sql.js';
 import { insertImport } from './records.js';
+import { SortedCopy } from './sorted-copy.js';
 
 let nextStageId = 1;
 
@@ -35,7 +36,7 @@ export class SqliteStage implements FileStage {
   private failed = 0;
   private duplicates: number[] = [];
   /** The sorted copy of a file whose keys came scattered, while a preview or an apply reads it. */
-  private sorted: string | null = null;
+  private sorted: SortedCopy | null = null;
   private closed = false;
 
   /**
@@ -80,44 +81,21 @@ export class SqliteStage implements FileStage {
 
   /**
    * The staged rows as the statements that look their keys up in the directory, or insert them,
-   * read them: each part in line order, or, once `sortScattered` has made it, the copy of every
-   * part sorted by key.
+   * read them: each part in line order, or, while a preview or an apply has made it, the copy
+   * of every part sorted by key (a file whose keys came scattered: see key-runs.ts).
    */
   private sources(): string[] {
-    return this.sorted ? [this.sorted] : this.parts.map((p) => `${p.schema}.rows`);
+    return this.sorted ? [this.sorted.table] : this.parts.map((p) => `${p.schema}.rows`);
   }
 
-  /**
-   * When any part's keys came scattered (see key-runs.ts), a copy of every part's rows sorted by
-   * key, made before the write transaction (it writes only this connection's temporary database)
-   * and after the last change to the parts (duplicates, password hashes), then read front to
-   * back. On 1,000,000 users in random order it takes the apply from 15.9 s to 2.2-2.6 s (a
-   * first import) and from 7.5 s to 2.0-2.2 s (the same file again). Not the alternatives:
-   * - each part sorted on its own: the second part's keys land between the first's, splitting
-   *   nearly every page the first had filled (3.5 s for the second half, 1.8 s for the first);
-   * - a sorted subquery: SQLite sorts a subquery that must keep its order (LIMIT) in a B-tree
-   *   of its own rather than with its sorter, which took 3.3 s for half the rows;
-   * - a part's key index: row-by-row lookups, more than twice as slow as the sorter (`+key`).
-   */
-  private sortScattered(): void {
-    if (!this.parts.some((p) => p.scattered)) return;
-    const sorted = `temp.stage_sorted_${this.id}`;
-    this.c.local(() => {
-      this.c.db.exec(`DROP TABLE IF EXISTS ${sorted}`);
-      const all = this.parts.map((p) => `SELECT * FROM ${p.schema}.rows`).join(' UNION ALL ');
-      this.c.db.exec(`CREATE TABLE ${sorted} AS SELECT * FROM (${all}) ORDER BY +key`);
-    });
-    this.sorted = sorted;
-  }
-
-  /** The sorted copy, no longer needed (close() drops it too, should this fail). */
-  private dropSorted(): void {
-    const sorted = this.sorted;
-    this.sorted = null;
+  /** Reads the staged rows through `fn`, sorted by key first when they came scattered. */
+  private async inKeyOrder<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.parts.some((p) => p.scattered)) this.sorted = SortedCopy.make(this.c, this.id, this.schemas);
     try {
-      if (sorted) this.c.local(() => this.c.db.exec(`DROP TABLE IF EXISTS ${sorted}`));
-    } catch {
-      /* only scratch space, and it must not hide the apply's own error */
+      return await fn();
+    } finally {
+      this.sorted?.drop();
+      this.sorted = null;
     }
   }
 
@@ -239,13 +217,8 @@ export class SqliteStage implements FileStage {
     });
   }
 
-  async preview(options: ApplyOptions): Promise<ImportCounts> {
-    this.sortScattered();
-    try {
-      return await this.previewCounts(options);
-    } finally {
-      this.dropSorted();
-    }
+  preview(options: ApplyOptions): Promise<ImportCounts> {
+    return this.inKeyOrder(() => this.previewCounts(options));
   }
 
   private previewCounts(options: ApplyOptions): Promise<ImportCounts> {
@@ -279,13 +252,7 @@ export class SqliteStage implements FileStage {
   }
 
   async apply(req: ApplyRequest): Promise<ApplyResult> {
-    this.sortScattered();
-    let result: ApplyResult;
-    try {
-      result = await this.applyInOneTransaction(req);
-    } finally {
-      this.dropSorted();
-    }
+    const result = await this.inKeyOrder(() => this.applyInOneTransaction(req));
     if (result.status !== 'applied before' && result.status !== 'held') {
       const c = result.counts;
       this.afterApply(c.created + c.updated + c.deactivated + c.archived);
@@ -412,7 +379,7 @@ export class SqliteStage implements FileStage {
     this.closed = true;
     try {
       this.c.db.exec(`DROP TABLE IF EXISTS ${this.changed}`);
-      this.c.db.exec(`DROP TABLE IF EXISTS temp.stage_sorted_${this.id}`);
+      this.c.db.exec(`DROP TABLE IF EXISTS ${SortedCopy.tableOf(this.id)}`);
       for (const p of this.schemas) this.c.db.exec(`DETACH DATABASE ${p}`);
     } catch {
       /* the connection is gone: so is what it attached */
