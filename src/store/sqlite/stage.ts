@@ -35,8 +35,6 @@ export class SqliteStage implements FileStage {
   private valid = 0;
   private failed = 0;
   private duplicates: number[] = [];
-  /** The sorted copy of a file whose keys came scattered, while a preview or an apply reads it. */
-  private sorted: SortedCopy | null = null;
   private closed = false;
 
   /**
@@ -80,22 +78,17 @@ export class SqliteStage implements FileStage {
   }
 
   /**
-   * The staged rows as the statements that look their keys up in the directory, or insert them,
-   * read them: each part in line order, or, while a preview or an apply has made it, the copy
-   * of every part sorted by key (a file whose keys came scattered: see key-runs.ts).
+   * Runs `fn` with the staged rows' tables as the statements that look their keys up in the
+   * directory, or insert them, should read them: each part's, in line order, or, for a file
+   * whose keys came scattered (see key-runs.ts), the one copy of every part sorted by key.
    */
-  private sources(): string[] {
-    return this.sorted ? [this.sorted.table] : this.parts.map((p) => `${p.schema}.rows`);
-  }
-
-  /** Reads the staged rows through `fn`, sorted by key first when they came scattered. */
-  private async inKeyOrder<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.parts.some((p) => p.scattered)) this.sorted = SortedCopy.make(this.c, this.id, this.schemas);
+  private async inKeyOrder<T>(fn: (sources: string[]) => Promise<T>): Promise<T> {
+    if (!this.parts.some((p) => p.scattered)) return fn(this.parts.map((p) => `${p.schema}.rows`));
+    const sorted = SortedCopy.make(this.c, this.id, this.schemas);
     try {
-      return await fn();
+      return await fn([sorted.table]);
     } finally {
-      this.sorted?.drop();
-      this.sorted = null;
+      sorted.drop();
     }
   }
 
@@ -218,15 +211,15 @@ export class SqliteStage implements FileStage {
   }
 
   preview(options: ApplyOptions): Promise<ImportCounts> {
-    return this.inKeyOrder(() => this.previewCounts(options));
+    return this.inKeyOrder((sources) => this.previewCounts(options, sources));
   }
 
-  private previewCounts(options: ApplyOptions): Promise<ImportCounts> {
+  private previewCounts(options: ApplyOptions, sources: string[]): Promise<ImportCounts> {
     return this.c.read(() => {
       const params = this.params(options);
       let created = 0;
       const byAction = new Map<string, number>();
-      for (const rows of this.sources()) {
+      for (const rows of sources) {
         created += this.c.db.prepare(`SELECT count(*) FROM ${rows} s WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.tenant = @tenant AND u.external_id = s.key)`).pluck().get(params) as number;
         for (const r of this.c.db.prepare(`SELECT action, count(*) AS n FROM (${changedRowsSql(rows, this.staged, true)}) GROUP BY action`).all(params) as { action: string; n: number }[]) {
           byAction.set(r.action, (byAction.get(r.action) ?? 0) + r.n);
@@ -252,7 +245,7 @@ export class SqliteStage implements FileStage {
   }
 
   async apply(req: ApplyRequest): Promise<ApplyResult> {
-    const result = await this.inKeyOrder(() => this.applyInOneTransaction(req));
+    const result = await this.inKeyOrder((sources) => this.applyInOneTransaction(req, sources));
     if (result.status !== 'applied before' && result.status !== 'held') {
       const c = result.counts;
       this.afterApply(c.created + c.updated + c.deactivated + c.archived);
@@ -260,7 +253,7 @@ export class SqliteStage implements FileStage {
     return result;
   }
 
-  private applyInOneTransaction(req: ApplyRequest): Promise<ApplyResult> {
+  private applyInOneTransaction(req: ApplyRequest, sources: string[]): Promise<ApplyResult> {
     const { tenant, kind } = this.spec;
     return this.c.write((): ApplyResult => {
       const before = this.c
@@ -289,7 +282,7 @@ export class SqliteStage implements FileStage {
       let byAction: { action: string; n: number }[] = [];
       db.exec(`DROP TABLE IF EXISTS ${this.changed}`);
       if (hasUsers) {
-        this.sources().forEach((rows, k) => {
+        sources.forEach((rows, k) => {
           const select = changedRowsSql(rows, this.staged, false, true);
           db.prepare(k === 0 ? `CREATE TABLE ${this.changed} AS ${select}` : `INSERT INTO ${this.changed} ${select}`).run(params);
         });
@@ -322,7 +315,7 @@ export class SqliteStage implements FileStage {
       }
 
       let created = 0;
-      for (const rows of this.sources()) created += db.prepare(createUsersSql(rows, this.staged, hasUsers ? this.changed : null)).run(params).changes;
+      for (const rows of sources) created += db.prepare(createUsersSql(rows, this.staged, hasUsers ? this.changed : null)).run(params).changes;
 
       let missing = 0;
       if (req.options.fullSync) {
