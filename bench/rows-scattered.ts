@@ -8,7 +8,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TestSftpServer } from '../test/harness/sftp-server.js';
-import { BY_HAND_RECIPE } from './by-hand.js';
 import { checkInterrupted, withCleanup } from './cleanup.js';
 import type { Flags } from './flags.js';
 import { writeShuffledCopy } from './generate.js';
@@ -31,7 +30,7 @@ export async function scatteredRow(server: TestSftpServer, flags: Flags, src: Us
       if (flags.repeat > 1) say(`  repetition ${rep} of ${flags.repeat}`);
       runs.push((await oneRepetition(server, flags, src.n, file, null, false, 'shuffled')).first);
     }
-    addRecipe(SCATTERED_TITLE, `row 1's recipe (${BY_HAND_RECIPE.split(':')[0]} …) on row 1's users, shuffled`);
+    addRecipe(SCATTERED_TITLE, "row 1's recipe on the same users, shuffled");
     const row = speedRow('scattered', SCATTERED_TITLE, src.n, runs, bytes);
     if (row.peakRssMiB !== null && row.peakRssMiB > MEMORY_LIMIT_MIB) {
       row.pass = false;
