@@ -102,12 +102,15 @@ describe.each(availableSftpServerKinds())('ready means ready now on %s sftp', (k
   });
 
   it('leaves a file that changes during the short re-check, says when it will be taken, and takes it once it has settled', async () => {
-    world.set('settleRecheckSeconds', 4); // a window the test can write into
+    // A window the test can write into, wide enough for a loaded machine to notice the first look.
+    world.set('settleRecheckSeconds', 10);
     const remote = '/lincoln/upload/users_auto.csv';
     put(remote, csv(SAMEGOAL, 'u1,Ada,Lovelace,ada@lincoln.example,staff,1,1'), TEN_MINUTES); // looks settled at first sight
-    const run = world.cli(['run', '--now', '--tenant', 'lincoln']);
+    let finished: { stdout: string; stderr: string } | undefined;
+    const run = world.cli(['run', '--now', '--tenant', 'lincoln']).then((r) => (finished = r));
     // The district's upload goes on while the worker looks again.
     const observed = () => {
+      if (finished) throw new Error(`the run ended before the test saw its first look at the file:\n${finished.stdout}${finished.stderr}`);
       try {
         return world.query<{ n: number }>("SELECT count(*) AS n FROM file_observations WHERE tenant = 'lincoln'")[0].n === 1;
       } catch {
@@ -137,7 +140,7 @@ describe.each(availableSftpServerKinds())('ready means ready now on %s sftp', (k
     expect(next.code, next.stdout + next.stderr).toBe(0);
     expect(ids('lincoln')).toEqual(['u1', 'u2']);
     expect(world.exists(remote)).toBe(false);
-  }, 60_000);
+  }, 90_000);
 
   it('does not apply a keep-in-place file that changed while it was downloaded; the next run takes it', async () => {
     // Large enough that the download lasts a while: the test changes the file meanwhile.
