@@ -3,7 +3,7 @@
 // real SQLite files: the thread checkpoints every frame, the store's own connection checkpoints
 // again by itself afterwards, the store closes with no WAL left and every user in the file, a
 // small import never starts the thread, and a thread that cannot work hands checkpointing back
-// to SQLite.
+// to SQLite. A new database gets 32 KiB pages; an existing one keeps its own.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +42,10 @@ async function importUsers(store: SqliteStore, rows: number, epoch = '20240101-0
 }
 
 const autoCheckpoint = (c: SqliteConnection): number => c.db.pragma('wal_autocheckpoint', { simple: true }) as number;
+const pageSize = (c: SqliteConnection): number => c.db.pragma('page_size', { simple: true }) as number;
+/** How much WAL a commit lets pile up before it checkpoints by itself. */
+const autoCheckpointBytes = (c: SqliteConnection): number => autoCheckpoint(c) * pageSize(c);
+const EIGHT_MIB = 8 * 1024 * 1024;
 
 describe('checkpoints after a large import', () => {
   it('copies the whole WAL on the thread, gives the store back its own checkpoints, and closes with every user in the file', async () => {
@@ -55,7 +59,7 @@ describe('checkpoints after a large import', () => {
     expect(checkpointer.completed).toBe(1);
     expect(checkpointer.last!.log).toBeGreaterThan(0);
     expect(checkpointer.last!.checkpointed).toBe(checkpointer.last!.log);
-    expect(autoCheckpoint(store.connection)).toBe(1000);
+    expect(autoCheckpointBytes(store.connection)).toBe(EIGHT_MIB);
 
     // Another 3,000 new users: the same thread checkpoints again. (Re-sending the same users
     // writes nothing, so it would not.)
@@ -110,7 +114,7 @@ describe('checkpoints after a large import', () => {
     await store.checkpointer!.idle();
     expect(store.checkpointer!.completed).toBe(0);
     expect(store.checkpointer!.last).toBeNull();
-    expect(autoCheckpoint(store.connection)).toBe(1000);
+    expect(autoCheckpointBytes(store.connection)).toBe(EIGHT_MIB);
     await store.close();
   });
 
@@ -125,8 +129,36 @@ describe('checkpoints after a large import', () => {
     expect(checkpointer.last).toBeNull();
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/checkpoint thread failed .*SQLite checkpoints on commit again/);
-    expect(autoCheckpoint(main)).toBe(1000);
+    expect(autoCheckpointBytes(main)).toBe(EIGHT_MIB);
     await checkpointer.close();
     main.close();
+  });
+});
+
+describe('page size', () => {
+  it('gives a new database 32 KiB pages; one made with 8 KiB pages keeps them, takes an import, and checkpoints at the same 8 MiB of WAL', async () => {
+    const fresh = await openStoreAt(path.join(dir, 'new.db'));
+    expect(pageSize(fresh.connection)).toBe(32 * 1024);
+    expect(autoCheckpointBytes(fresh.connection)).toBe(EIGHT_MIB);
+    await fresh.close();
+
+    // A directory an earlier version made: its pages stay as they are (SQLite cannot change a
+    // WAL database's page size without rewriting it).
+    const file = path.join(dir, 'old.db');
+    const old = new Database(file);
+    old.pragma('page_size = 8192');
+    old.pragma('journal_mode = WAL');
+    old.exec('CREATE TABLE t (x)');
+    old.close();
+    const store = await openStoreAt(file);
+    expect(pageSize(store.connection)).toBe(8192);
+    expect(autoCheckpointBytes(store.connection)).toBe(EIGHT_MIB);
+    expect((await importUsers(store, 200)).counts.created).toBe(200);
+    await store.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma('page_size', { simple: true })).toBe(8192);
+    expect(check.pragma('integrity_check', { simple: true })).toBe('ok');
+    expect(check.prepare("SELECT count(*) FROM users WHERE tenant = 'lincoln'").pluck().get()).toBe(200);
+    check.close();
   });
 });
