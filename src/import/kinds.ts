@@ -69,11 +69,13 @@ export class KindRegistry {
   private readonly kinds = new Map<string, FileKind>();
   private readonly compiled = new Map<string, CompiledKind>();
   private readonly ajv: Ajv;
+  /** The fast validators of kinds whose every minLength is at most 1 (see fastAjvFor). */
   private readonly fastAjv: Ajv;
+  private fastUnicodeAjv: Ajv | undefined;
 
   constructor(private readonly dir: string = schemasDir()) {
     this.ajv = makeAjv(true);
-    this.fastAjv = makeAjv(false);
+    this.fastAjv = makeAjv(false, false);
     for (const file of fs.readdirSync(dir)) {
       const m = /^(.+)\.schema\.json$/.exec(file);
       if (!m || m[1] === 'config') continue;
@@ -104,7 +106,7 @@ export class KindRegistry {
       ...kind,
       variant,
       requiredNow,
-      fast: this.fastAjv.compile(schema),
+      fast: this.fastAjvFor(schema).compile(schema),
       // Compiled when a row first fails: a clean file never needs it, and each parse thread
       // compiles its own (15 ms of its start-up alone, several times that beside a download).
       get validate() {
@@ -114,10 +116,31 @@ export class KindRegistry {
     this.compiled.set(cacheKey, compiled);
     return compiled;
   }
+
+  /**
+   * The fast validator only decides that a row passes; a row it fails is checked again by the
+   * full one, which says why (or passes it). So it may be stricter than the full one, never
+   * laxer. Counting a string's length in UTF-16 units (`unicode: false`) instead of characters
+   * halves its time (190 ns a row instead of 370; ajv walks every value for its surrogate
+   * pairs): a length in units is never less than in characters, so a maxLength is only
+   * stricter, and so is a minLength of 1 (the empty string is empty either way). A larger
+   * minLength would let a short string of emoji through: such a kind keeps counting characters.
+   */
+  private fastAjvFor(schema: object): Ajv {
+    if (minLengthsAtMostOne(schema)) return this.fastAjv;
+    return (this.fastUnicodeAjv ??= makeAjv(false, true));
+  }
 }
 
-function makeAjv(allErrors: boolean): Ajv {
-  const ajv = new Ajv({ allErrors, strict: true, coerceTypes: false });
+/** Whether every minLength anywhere in `schema` is at most 1. */
+export function minLengthsAtMostOne(schema: unknown): boolean {
+  if (Array.isArray(schema)) return schema.every(minLengthsAtMostOne);
+  if (schema === null || typeof schema !== 'object') return true;
+  return Object.entries(schema).every(([k, v]) => (k === 'minLength' ? typeof v === 'number' && v <= 1 : minLengthsAtMostOne(v)));
+}
+
+function makeAjv(allErrors: boolean, unicode = true): Ajv {
+  const ajv = new Ajv({ allErrors, strict: true, coerceTypes: false, unicode });
   addFormats(ajv, ['email', 'date', 'uri']);
   // `active` style columns: 1/0, true/false, yes/no, y/n in any case.
   ajv.addFormat('flag', /^(?:1|0|true|false|yes|no|y|n)$/i);

@@ -1,0 +1,74 @@
+// A row's check is two validators: a fast one that only says "passes", and, for a row it fails,
+// the full one that says why. The fast one counts lengths in UTF-16 units, which must never let
+// through what the full one, counting characters, refuses. Checked on rows of emoji (two units
+// a character) at and over the limits, and on a kind whose minLength is more than 1.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DEFAULT_OPTIONS } from '../src/config.js';
+import { mapHeaders } from '../src/import/headers.js';
+import { KindRegistry, minLengthsAtMostOne, type CompiledKind } from '../src/import/kinds.js';
+import { RowChecker } from '../src/import/rows.js';
+
+const EMOJI = '😀'; // one character, two UTF-16 units
+
+function checker(kind: CompiledKind, header: string[]): RowChecker {
+  const mapped = mapHeaders(header, kind, false);
+  if (!mapped.ok) throw new Error(mapped.problem);
+  return new RowChecker(kind, mapped.map, { ...DEFAULT_OPTIONS, siteMap: {} }, 'lincoln', null);
+}
+
+const problemsOf = (c: RowChecker, cells: string[]) => {
+  const r = c.check(2, cells);
+  return r.ok ? [] : r.problems.map((p) => `${p.column}: ${p.reason}`);
+};
+
+describe('row checks count characters, not UTF-16 units', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('takes a name of 100 emoji and refuses one of 101 (first_name is at most 100 characters)', () => {
+    const kind = new KindRegistry().get('samegoal-users');
+    const c = checker(kind, ['user_id', 'first_name', 'last_name', 'email']);
+    expect(kind.fast({ user_id: 'u1', first_name: EMOJI.repeat(100), last_name: 'L', email: 'a@b.example' })).toBe(false); // 200 units: the full check decides
+    expect(problemsOf(c, ['u1', EMOJI.repeat(100), 'Lovelace', 'ada@lincoln.example'])).toEqual([]);
+    expect(problemsOf(c, ['u1', EMOJI.repeat(101), 'Lovelace', 'ada@lincoln.example'])).toEqual([expect.stringMatching(/^first_name: .*100 characters/)]);
+    expect(problemsOf(c, ['u1', 'x'.repeat(101), 'Lovelace', 'ada@lincoln.example'])).toEqual([expect.stringMatching(/^first_name: .*100 characters/)]);
+  });
+
+  it('counts characters in the fast check too where a minLength is over 1, so two emoji are not three characters', () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-kinds-'));
+    const schema = {
+      $schema: 'http://json-schema.org/draft-07/schema#',
+      title: 'codes',
+      'x-provisioner': { key: 'id' },
+      type: 'object',
+      additionalProperties: false,
+      required: ['id', 'code'],
+      properties: {
+        id: { type: 'string', minLength: 1, maxLength: 10, 'x-field': 'externalId' },
+        code: { type: 'string', minLength: 3, maxLength: 5 },
+      },
+    };
+    fs.writeFileSync(path.join(dir, 'codes.schema.json'), JSON.stringify(schema));
+    expect(minLengthsAtMostOne(schema)).toBe(false);
+    const kind = new KindRegistry(dir).get('codes');
+    const c = checker(kind, ['id', 'code']);
+    expect(kind.fast({ id: 'a', code: EMOJI.repeat(2) })).toBe(false); // 4 units, but 2 characters
+    expect(problemsOf(c, ['a', EMOJI.repeat(2)])).toEqual([expect.stringMatching(/^code: /)]);
+    expect(problemsOf(c, ['a', EMOJI.repeat(3)])).toEqual([]);
+    expect(problemsOf(c, ['a', EMOJI.repeat(5)])).toEqual([]);
+    expect(problemsOf(c, ['a', EMOJI.repeat(6)])).toEqual([expect.stringMatching(/^code: /)]);
+  });
+
+  it('uses the faster count for every kind shipped (their minLengths are all 1)', () => {
+    const dir = path.resolve(import.meta.dirname, '../schemas');
+    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.schema.json') && n !== 'config.schema.json')) {
+      expect(minLengthsAtMostOne(JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'))), f).toBe(true);
+    }
+  });
+});
