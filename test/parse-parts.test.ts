@@ -18,6 +18,7 @@ import { RowChecker } from '../src/import/rows.js';
 import { openStore } from '../src/store/open.js';
 import type { Store } from '../src/store/types.js';
 import { availableStores, createPgDatabase, type StoreKind } from './harness/stores.js';
+import { collidingKeys } from './harness/colliding-keys.js';
 
 const kinds = new KindRegistry();
 const kind = kinds.get('samegoal-users', { sso: 'none' });
@@ -75,8 +76,8 @@ async function stage(file: string, maxParts: number, maxRecordBytes = 1 << 20, f
     const summary = await s.finish();
     const errors: string[] = [];
     for await (const batch of s.errorRows()) for (const e of batch) for (const p of e.problems) errors.push(`${e.line} ${p.column}: ${p.reason}`);
-    // SQLite: a scratch file a part; PostgreSQL: the parts' batches in one table.
-    return { rows: staged.rows, valid: summary.valid, errors, parts: s.sink === 'files' ? fs.readdirSync(scratch).length : 0 };
+    // SQLite: a scratch file a part (and its key hashes beside it); PostgreSQL: the parts' batches in one table.
+    return { rows: staged.rows, valid: summary.valid, errors, parts: s.sink === 'files' ? fs.readdirSync(scratch).filter((n) => n.endsWith('.sqlite')).length : 0 };
   } finally {
     await s.close();
     fs.rmSync(scratch, { recursive: true, force: true });
@@ -100,6 +101,20 @@ describe.each(availableStores())('a file read in parts, %s', (kind) => {
     const wide = path.join(dir, 'wide.csv');
     fs.writeFileSync(wide, 'x'.repeat(100_000) + '\n' + 'y,z\n'.repeat(10_000));
     expect(await rowsOf(wide)).toBe(Math.ceil(fs.statSync(wide).size / 40));
+  });
+
+  it('tells a repeated key from a key that only shares its hash with it', async () => {
+    const [a, b] = collidingKeys();
+    const row = (key: string, n: number) => `${key},First,Last,${key}-${n}@lincoln.example.org,student,SCH1,1`;
+    const edits = new Map<number, string>([
+      [1_000, row(a, 1)],
+      [90_000, row(b, 1)],
+      [150_000, row(b, 2)], // a real duplicate of line 90001
+    ]);
+    const file = writeRoster('collisions.csv', ROWS, edits);
+    const three = await stage(file, 3);
+    expect(three).toMatchObject({ rows: ROWS, valid: ROWS - 1 });
+    expect(three.errors).toEqual([`150001 user_id: duplicate user_id: it already appears on line 90001; each user_id may appear only once`]);
   });
 
   it('finds duplicates across parts and names the lines of the original file', async () => {

@@ -8,10 +8,12 @@
 // The checked rows, nearly all of what a part holds, are laid out by rows-file.ts (in line order,
 // without SQLite: 0.5 µs a row instead of 1.25). What else the parse finds (failing rows, repeat
 // candidates: about one row in a hundred) goes into a small side database through better-sqlite3
-// as it comes, and is copied into the part file once the rows are complete.
+// as it comes, and is copied into the part file once the rows are complete. Beside the part file
+// go each valid row's line and key hash (key-hashes.ts), for the stage's duplicate check.
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { RowProblem } from '../types.js';
+import { KeyHashWriter, keyHashesFile } from './key-hashes.js';
 import { KeyRuns } from './key-runs.js';
 import { RowsFileWriter, type RowsFileValue } from './rows-file.js';
 
@@ -64,6 +66,8 @@ function openScratch(file: string): Database.Database {
 
 export class StagePartWriter {
   private readonly rows: RowsFileWriter;
+  /** Each valid row's line and key hash, for the stage's duplicate check (key-hashes.ts). */
+  private readonly keys: KeyHashWriter;
   private readonly side: Database.Database;
   private readonly sideFile: string;
   private readonly insertFailedKey: Database.Statement;
@@ -86,9 +90,16 @@ export class StagePartWriter {
     this.side = openScratch(this.sideFile);
     try {
       this.side.exec(SIDE_TABLES_SQL);
+      this.keys = new KeyHashWriter(keyHashesFile(file));
+    } catch (err) {
+      this.side.close();
+      throw err;
+    }
+    try {
       this.rows = new RowsFileWriter(file, 'rows', rowsTableSql(columns));
     } catch (err) {
       this.side.close();
+      this.keys.close();
       throw err;
     }
     this.width = columns.length;
@@ -106,6 +117,7 @@ export class StagePartWriter {
   addRow(row: readonly (string | number | null)[]): void {
     for (let c = 0; c < this.width; c++) this.record[c] = row[c];
     this.rows.add(this.record);
+    this.keys.add(row[0] as number, row[1] as string);
     this.keyRuns.add(row[1] as string);
     this.valid++;
   }
@@ -142,6 +154,7 @@ export class StagePartWriter {
     this.commit();
     this.side.close();
     this.rows.finish();
+    this.keys.finish();
     const db = openScratch(this.file);
     try {
       db.prepare('ATTACH DATABASE ? AS side').run(this.sideFile);
@@ -157,10 +170,11 @@ export class StagePartWriter {
     fs.rmSync(this.sideFile, { force: true });
   }
 
-  /** After a failure: both files closed and the side file removed (the part file goes with the stage's folder). */
+  /** After a failure: every file closed, the side and key hash files removed (the part file goes with the stage's folder). */
   close(): void {
     this.rows.close();
+    this.keys.close();
     if (this.side.open) this.side.close();
-    fs.rmSync(this.sideFile, { force: true });
+    for (const f of [this.sideFile, this.keys.file]) fs.rmSync(f, { force: true });
   }
 }

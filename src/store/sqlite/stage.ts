@@ -20,6 +20,7 @@ import { createdFields, emptyCounts, NO_DIGEST, stageColumns } from '../types.js
 import { importRow } from '../rows.js';
 import type { SqliteConnection } from './connection.js';
 import { changedRowsSql, createUsersSql, missingUsersWhere, type StagedColumns } from './apply-sql.js';
+import { keyHash, keyHashesFile, linesWithHashes } from './key-hashes.js';
 import { insertImport } from './records.js';
 import { SortedCopy } from './sorted-copy.js';
 
@@ -28,7 +29,7 @@ let nextStageId = 1;
 export class SqliteStage implements FileStage {
   readonly sink = 'files' as const;
   /** The attached schema of each part, in file order. */
-  private parts: { schema: string; firstLine: number; scattered: boolean }[] = [];
+  private parts: { schema: string; file: string; firstLine: number; scattered: boolean }[] = [];
   private readonly id: string;
   private readonly changed: string;
   private readonly staged: StagedColumns;
@@ -62,7 +63,7 @@ export class SqliteStage implements FileStage {
     parts.forEach((p, k) => {
       const schema = `stage_${this.id}_${k}`;
       this.c.db.prepare('ATTACH DATABASE ? AS ' + schema).run(p.file);
-      this.parts.push({ schema, firstLine: p.firstLine, scattered: p.scattered === true });
+      this.parts.push({ schema, file: p.file, firstLine: p.firstLine, scattered: p.scattered === true });
       // Scratch: no journal, no fsync (a failure re-reads the CSV). Read front to back, joined
       // by key into the directory: a small cache each (an attached file would get 16 MiB).
       this.c.db.pragma(`${schema}.journal_mode = OFF`);
@@ -101,30 +102,38 @@ export class SqliteStage implements FileStage {
 
   /**
    * Every row is in: the rows the parse flagged are checked against every staged row with the
-   * same key (one pass over each part), and a row whose key came earlier in the file (in a valid
-   * or a failing row, in any part) becomes a row error of its own, naming the line the key first had.
+   * same key (found through the key hashes each part wrote, key-hashes.ts), and a row whose key
+   * came earlier in the file (in a valid or a failing row, in any part) becomes a row error of
+   * its own, naming the line the key first had.
    */
   async finish(): Promise<StageSummary> {
     const db = this.c.db;
     const column = this.spec.keyColumn;
     const candidates = `temp.stage_repeat_${this.id}`;
+    const hits = `temp.stage_hits_${this.id}`;
     this.c.local(() => {
       db.exec(`CREATE TABLE ${candidates} (key TEXT PRIMARY KEY) WITHOUT ROWID`);
       for (const p of this.schemas) db.exec(`INSERT INTO ${candidates} SELECT r.key FROM ${p}.repeats x JOIN ${p}.rows r ON r.line = x.line WHERE true ON CONFLICT DO NOTHING`);
+      // The valid rows that may hold a flagged key: those whose key hash is a flagged key's
+      // (read from the hashes each part wrote beside its rows, not from the rows themselves).
+      const hashes = new Set((db.prepare(`SELECT key FROM ${candidates}`).pluck().all() as string[]).map(keyHash));
+      db.exec(`CREATE TABLE ${hits} (line INTEGER PRIMARY KEY)`);
+      const hit = db.prepare(`INSERT INTO ${hits} (line) VALUES (?)`);
+      for (const p of this.parts) for (const line of linesWithHashes(keyHashesFile(p.file), hashes)) hit.run(line);
+      const rowsWithCandidateKeys = (p: string) =>
+        `SELECT r.line, r.key FROM ${hits} h CROSS JOIN ${p}.rows r ON r.line = h.line WHERE r.key IN (SELECT key FROM ${candidates})`;
       // Most candidates are the filter's false alarms (about 1 in 100 rows): only the keys that
       // really come more than once, in valid or failing rows of any part, are read into memory.
       const occurrences = this.schemas
-        .flatMap((p) => [`SELECT key FROM ${p}.rows WHERE key IN (SELECT key FROM ${candidates})`, `SELECT key FROM ${p}.failed_keys WHERE key IN (SELECT key FROM ${candidates})`])
+        .flatMap((p) => [`SELECT key FROM (${rowsWithCandidateKeys(p)})`, `SELECT key FROM ${p}.failed_keys WHERE key IN (SELECT key FROM ${candidates})`])
         .join(' UNION ALL ');
       db.exec(`DELETE FROM ${candidates} WHERE key NOT IN (SELECT key FROM (${occurrences}) GROUP BY key HAVING count(*) > 1)`);
-      if ((db.prepare(`SELECT count(*) FROM ${candidates}`).pluck().get() as number) === 0) {
-        db.exec(`DROP TABLE ${candidates}`);
-        return;
-      }
+      const drop = () => db.exec(`DROP TABLE ${candidates}; DROP TABLE ${hits}`);
+      if ((db.prepare(`SELECT count(*) FROM ${candidates}`).pluck().get() as number) === 0) return drop();
       const lines: { line: number; key: string; part: string }[] = [];
       const failedAt = new Map<string, number>();
       for (const p of this.schemas) {
-        for (const r of db.prepare(`SELECT line, key FROM ${p}.rows WHERE key IN (SELECT key FROM ${candidates}) ORDER BY line`).all() as { line: number; key: string }[]) {
+        for (const r of db.prepare(`${rowsWithCandidateKeys(p)} ORDER BY r.line`).all() as { line: number; key: string }[]) {
           lines.push({ ...r, part: p });
         }
         for (const f of db.prepare(`SELECT key, line FROM ${p}.failed_keys WHERE key IN (SELECT key FROM ${candidates})`).all() as { key: string; line: number }[]) {
@@ -141,7 +150,7 @@ export class SqliteStage implements FileStage {
         db.prepare(`INSERT INTO ${part}.errors (line, seq, "column", value, reason, raw) VALUES (?, 0, ?, ?, ?, NULL)`).run(line, column, key, reason);
         this.duplicates.push(line);
       }
-      db.exec(`DROP TABLE ${candidates}`);
+      drop();
     });
     this.valid -= this.duplicates.length;
     this.failed += this.duplicates.length;
