@@ -3,7 +3,7 @@
 // real SQLite files: the thread checkpoints every frame, the store's own connection checkpoints
 // again by itself afterwards, the store closes with no WAL left and every user in the file, a
 // small import never starts the thread, and a thread that cannot work hands checkpointing back
-// to SQLite. A new database gets 32 KiB pages; an existing one keeps its own.
+// to SQLite. A new database gets 8 KiB pages; an existing one keeps its own.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -136,9 +136,9 @@ describe('checkpoints after a large import', () => {
 });
 
 describe('page size', () => {
-  it('gives a new database 32 KiB pages; one made with 8 KiB pages keeps them, takes an import, and checkpoints at the same 8 MiB of WAL', async () => {
+  it('gives a new database 8 KiB pages; one made with 4 KiB pages keeps them, takes an import, and checkpoints at the same 8 MiB of WAL', async () => {
     const fresh = await openStoreAt(path.join(dir, 'new.db'));
-    expect(pageSize(fresh.connection)).toBe(32 * 1024);
+    expect(pageSize(fresh.connection)).toBe(8192);
     expect(autoCheckpointBytes(fresh.connection)).toBe(EIGHT_MIB);
     await fresh.close();
 
@@ -146,17 +146,17 @@ describe('page size', () => {
     // WAL database's page size without rewriting it).
     const file = path.join(dir, 'old.db');
     const old = new Database(file);
-    old.pragma('page_size = 8192');
+    old.pragma('page_size = 4096');
     old.pragma('journal_mode = WAL');
     old.exec('CREATE TABLE t (x)');
     old.close();
     const store = await openStoreAt(file);
-    expect(pageSize(store.connection)).toBe(8192);
+    expect(pageSize(store.connection)).toBe(4096);
     expect(autoCheckpointBytes(store.connection)).toBe(EIGHT_MIB);
     expect((await importUsers(store, 200)).counts.created).toBe(200);
     await store.close();
     const check = new Database(file, { readonly: true });
-    expect(check.pragma('page_size', { simple: true })).toBe(8192);
+    expect(check.pragma('page_size', { simple: true })).toBe(4096);
     expect(check.pragma('integrity_check', { simple: true })).toBe('ok');
     expect(check.prepare("SELECT count(*) FROM users WHERE tenant = 'lincoln'").pluck().get()).toBe(200);
     check.close();
