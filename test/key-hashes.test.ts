@@ -22,7 +22,7 @@ describe('key hashes', () => {
     for (let line = 2; line < 2 + 30_000; line++) {
       const key = `u${line % 7_000}`; // every key three times or so
       keys[line] = key;
-      writer.add(line, key);
+      writer.add(line, keyHash(key));
     }
     writer.finish();
     expect(fs.statSync(file).size).toBe(30_000 * 8);
@@ -41,9 +41,9 @@ describe('key hashes', () => {
     expect(keyHash(a)).toBe(keyHash(b));
     const file = path.join(dir, 'part-1.sqlite-keys');
     const writer = new KeyHashWriter(file);
-    writer.add(10, a);
-    writer.add(11, 'other');
-    writer.add(12, b);
+    writer.add(10, keyHash(a));
+    writer.add(11, keyHash('other'));
+    writer.add(12, keyHash(b));
     writer.finish();
     expect(linesWithHashes(file, new Set([keyHash(b)]))).toEqual([10, 12]);
   });

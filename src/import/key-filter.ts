@@ -8,6 +8,8 @@
 // with one atomic OR, so when two threads add the same key at the same moment one of them
 // always sees the other's bits. (With bits spread over several words both could see one bit
 // still clear and the duplicate would go unflagged.)
+import { keyHash } from '../store/sqlite/key-hashes.js';
+
 export class KeyFilter {
   private readonly words: Int32Array;
   private readonly count: number;
@@ -38,18 +40,16 @@ export class KeyFilter {
     return shared ? new SharedArrayBuffer(words * 4) : new ArrayBuffer(words * 4);
   }
 
-  /** Adds `key`; true when it may have been added before (by this thread or another). */
-  add(key: string): boolean {
-    // Two independent 32-bit hashes (FNV-1a and a multiplicative one): one picks the word, the
-    // other the bits within it.
-    let h1 = 0x811c9dc5;
+  /**
+   * Adds `key`; true when it may have been added before (by this thread or another). `hash` is
+   * its keyHash(), when the caller has it already (a part file keeps it too).
+   */
+  add(key: string, hash = keyHash(key)): boolean {
+    // Two independent 32-bit hashes (keyHash, FNV-1a, and a multiplicative one): one picks the
+    // word, the other the bits within it.
     let h2 = 0x9e3779b9;
-    for (let i = 0; i < key.length; i++) {
-      const c = key.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 0x01000193);
-      h2 = Math.imul(h2 + c, 0x85ebca6b) ^ (h2 >>> 13);
-    }
-    const word = (h1 >>> 0) % this.count;
+    for (let i = 0; i < key.length; i++) h2 = Math.imul(h2 + key.charCodeAt(i), 0x85ebca6b) ^ (h2 >>> 13);
+    const word = (hash >>> 0) % this.count;
     let mask = 0;
     for (let k = 0; k < KeyFilter.BITS; k++) mask |= 1 << ((h2 >>> (k * 5)) & 31);
     if (!this.shared) {

@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import type { ImportOptions } from '../config.js';
 import type { StageBatch } from '../store/types.js';
+import { keyHash } from '../store/sqlite/key-hashes.js';
 import { StagePartWriter, type FailedRow } from '../store/sqlite/stage-part.js';
 import { CsvUnreadable, PartMisaligned, readCsv } from './csv-reader.js';
 import { partBounds } from './file-parts.js';
@@ -80,7 +81,8 @@ export interface ParseSummary {
 
 /** Where a stage read puts each checked row (a part file's writer, or the batch being built). */
 interface RowOut {
-  addRow(row: StagedRow): void;
+  /** A valid row, and its key's keyHash() (the key filter's, kept by a part file). */
+  addRow(row: StagedRow, keyHash: number): void;
   addRepeat(line: number): void;
   addFailed(row: FailedRow): void;
 }
@@ -205,8 +207,9 @@ export async function parseFile(req: ParseRequest, kinds: KindRegistry, emit: (e
           }
           const result = checker!.check(record.line, record.values, mayHoldNul);
           if (result.ok) {
-            if (seen.add(result.key)) rowsTo().addRepeat(record.line);
-            rowsTo().addRow(result.row);
+            const hash = keyHash(result.key);
+            if (seen.add(result.key, hash)) rowsTo().addRepeat(record.line);
+            rowsTo().addRow(result.row, hash);
           } else {
             if (result.key) seen.add(result.key);
             rowsTo().addFailed({ line: record.line, key: result.key, raw: result.raw, problems: result.problems });

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 /** The file of a part's key hashes. */
 export const keyHashesFile = (partFile: string): string => `${partFile}-keys`;
 
-/** FNV-1a, 32 bits, of the key's UTF-16 units. */
+/** FNV-1a, 32 bits, of the key's UTF-16 units (the key filter picks its word by it too). */
 export function keyHash(key: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
@@ -30,9 +30,10 @@ export class KeyHashWriter {
     this.fd = fs.openSync(file, 'w');
   }
 
-  add(line: number, key: string): void {
+  /** A row's line and its key's keyHash(). */
+  add(line: number, hash: number): void {
     this.pairs[this.used * 2] = line;
-    this.pairs[this.used * 2 + 1] = keyHash(key);
+    this.pairs[this.used * 2 + 1] = hash;
     if (++this.used === PAIRS_PER_WRITE) this.flush();
   }
 

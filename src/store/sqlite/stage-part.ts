@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import Database from 'better-sqlite3';
 import type { RowProblem } from '../types.js';
-import { KeyHashWriter, keyHashesFile } from './key-hashes.js';
+import { KeyHashWriter, keyHash, keyHashesFile } from './key-hashes.js';
 import { KeyRuns } from './key-runs.js';
 import { RowsFileWriter, type RowsFileValue } from './rows-file.js';
 
@@ -88,18 +88,14 @@ export class StagePartWriter {
     this.sideFile = `${file}-side`;
     for (const f of [file, this.sideFile]) fs.rmSync(f, { force: true });
     this.side = openScratch(this.sideFile);
+    let keys: KeyHashWriter | undefined;
     try {
       this.side.exec(SIDE_TABLES_SQL);
-      this.keys = new KeyHashWriter(keyHashesFile(file));
-    } catch (err) {
-      this.side.close();
-      throw err;
-    }
-    try {
+      this.keys = keys = new KeyHashWriter(keyHashesFile(file));
       this.rows = new RowsFileWriter(file, 'rows', rowsTableSql(columns));
     } catch (err) {
       this.side.close();
-      this.keys.close();
+      keys?.close();
       throw err;
     }
     this.width = columns.length;
@@ -113,11 +109,14 @@ export class StagePartWriter {
     if (!this.side.inTransaction) this.side.exec('BEGIN');
   }
 
-  /** A valid row, its values in stage column order, the line first (the caller may reuse the array). */
-  addRow(row: readonly (string | number | null)[]): void {
+  /**
+   * A valid row, its values in stage column order, the line first (the caller may reuse the
+   * array), and its key's keyHash() when the caller has it already.
+   */
+  addRow(row: readonly (string | number | null)[], hash = keyHash(row[1] as string)): void {
     for (let c = 0; c < this.width; c++) this.record[c] = row[c];
     this.rows.add(this.record);
-    this.keys.add(row[0] as number, row[1] as string);
+    this.keys.add(row[0] as number, hash);
     this.keyRuns.add(row[1] as string);
     this.valid++;
   }
