@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_OPTIONS } from '../src/config.js';
 import { mapHeaders } from '../src/import/headers.js';
 import { KindRegistry, minLengthsAtMostOne, type CompiledKind } from '../src/import/kinds.js';
@@ -69,6 +69,17 @@ describe('row checks count characters, not UTF-16 units', () => {
     const dir = path.resolve(import.meta.dirname, '../schemas');
     for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.schema.json') && n !== 'config.schema.json')) {
       expect(minLengthsAtMostOne(JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8'))), f).toBe(true);
+    }
+  });
+
+  it('prints nothing while the validators are compiled (ajv calls the option it is given deprecated)', () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const registry = new KindRegistry();
+      for (const name of registry.names()) registry.get(name);
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
     }
   });
 });

@@ -139,8 +139,23 @@ export function minLengthsAtMostOne(schema: unknown): boolean {
   return Object.entries(schema).every(([k, v]) => (k === 'minLength' ? typeof v === 'number' && v <= 1 : minLengthsAtMostOne(v)));
 }
 
+/**
+ * ajv's logger (the console), less the one notice ajv prints for `unicode: false`, which it
+ * marks deprecated: the fast validator sets it on purpose (see fastAjvFor), and every run and
+ * parse thread would print it. Should a later ajv drop the option, the fast validator counts
+ * characters again, correct and slower (test/kinds.test.ts then says so).
+ */
+const AJV_LOGGER = {
+  log: (...args: unknown[]) => console.log(...args),
+  warn: (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].startsWith('DEPRECATED: option unicode.')) return;
+    console.warn(...args);
+  },
+  error: (...args: unknown[]) => console.error(...args),
+};
+
 function makeAjv(allErrors: boolean, unicode = true): Ajv {
-  const ajv = new Ajv({ allErrors, strict: true, coerceTypes: false, unicode });
+  const ajv = new Ajv({ allErrors, strict: true, coerceTypes: false, unicode, logger: AJV_LOGGER });
   addFormats(ajv, ['email', 'date', 'uri']);
   // `active` style columns: 1/0, true/false, yes/no, y/n in any case.
   ajv.addFormat('flag', /^(?:1|0|true|false|yes|no|y|n)$/i);
