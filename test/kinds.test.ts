@@ -83,3 +83,46 @@ describe('row checks count characters, not UTF-16 units', () => {
     }
   });
 });
+
+describe('the record a row is checked as', () => {
+  let dir: string | undefined;
+  afterEach(() => {
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it('holds an empty or blank cell as missing, so a required column says so', () => {
+    const c = checker(new KindRegistry().get('samegoal-users'), ['user_id', 'first_name', 'last_name', 'email']);
+    expect(problemsOf(c, ['u1', 'Ada', 'Lovelace', 'ada@lincoln.example'])).toEqual([]);
+    for (const blank of ['', '   ']) {
+      expect(problemsOf(c, ['u1', blank, 'Lovelace', 'ada@lincoln.example'])).toEqual([expect.stringMatching(/^first_name: /)]);
+    }
+    // Rows one after another share nothing: a value of one row is not seen in the next.
+    expect(problemsOf(c, ['u2', 'Grace', '', 'grace@lincoln.example'])).toEqual([expect.stringMatching(/^last_name: /)]);
+    expect(problemsOf(c, ['u3', 'Alan', 'Turing', 'alan@lincoln.example'])).toEqual([]);
+  });
+
+  it('holds every column as a property of its own, even one named as an object method', () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-kinds-'));
+    const schema = {
+      $schema: 'http://json-schema.org/draft-07/schema#',
+      title: 'odd names',
+      'x-provisioner': { key: 'id' },
+      type: 'object',
+      additionalProperties: false,
+      required: ['id', 'constructor'],
+      properties: {
+        id: { type: 'string', minLength: 1, maxLength: 10, 'x-field': 'externalId' },
+        constructor: { type: 'string', minLength: 1, maxLength: 3 },
+        toString: { type: 'string', maxLength: 3 },
+      },
+    };
+    fs.writeFileSync(path.join(dir, 'odd.schema.json'), JSON.stringify(schema));
+    const c = checker(new KindRegistry(dir).get('odd'), ['id', 'constructor', 'toString']);
+    expect(problemsOf(c, ['a', 'abc', 'xyz'])).toEqual([]);
+    expect(problemsOf(c, ['a', 'abcd', 'xyz'])).toEqual([expect.stringMatching(/^constructor: /)]);
+    expect(problemsOf(c, ['a', '', 'xyz'])).toEqual([expect.stringMatching(/^constructor: /)]);
+    expect(problemsOf(c, ['a', 'abc', 'wxyz'])).toEqual([expect.stringMatching(/^toString: /)]);
+    expect(problemsOf(c, ['a', 'abc', ''])).toEqual([]);
+  });
+});
