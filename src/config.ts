@@ -4,21 +4,18 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
-import addFormatsModule from 'ajv-formats';
+import type { ErrorObject, ValidateFunction } from 'ajv';
 import cron from 'node-cron';
 import { parseYaml } from './yaml.js';
 import { ConfigError } from './errors.js';
 import { KindRegistry } from './import/kinds.js';
-import { schemasDir } from './paths.js';
 import { parseConfigInChild, type ChildAnswer } from './config-child.js';
+import { loadConfigValidator } from './config-validator.js';
 import { expandEnv, hasEnvRef } from './config-env.js';
 import { DEFAULT_OPTIONS, DEFAULTS, type Config, type ConsoleRole, type HttpConfig, type ImportOptions, type SftpSettings, type TenantConfig } from './config-types.js';
 
 export { expandSecret, resolveDigestKey, resolveSftp } from './config-env.js';
 export * from './config-types.js';
-
-const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
 /** The config path: --config, then $PROVISIONER_CONFIG, then ./config.yaml. */
 export function resolveConfigPath(flag?: string): string {
@@ -110,15 +107,10 @@ export function parseConfigHere(text: string, file: string, env: NodeJS.ProcessE
   return config;
 }
 
-let validateSchema: ReturnType<Ajv['compile']> | undefined;
+let validateSchema: ValidateFunction | undefined;
 
 function schemaProblems(value: unknown): string[] {
-  if (!validateSchema) {
-    const ajv = new Ajv({ allErrors: true, strict: false });
-    addFormats(ajv, ['email']);
-    const schema = JSON.parse(fs.readFileSync(path.join(schemasDir(), 'config.schema.json'), 'utf8'));
-    validateSchema = ajv.compile(schema);
-  }
+  validateSchema ??= loadConfigValidator().validate;
   if (validateSchema(value)) return [];
   return (validateSchema.errors ?? []).map(formatSchemaError);
 }

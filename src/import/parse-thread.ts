@@ -164,6 +164,6 @@ if (!isMainThread && parentPort && data && ('file' in data || 'warm' in data)) {
     acked?.();
     acked = null;
   });
-  if ('warm' in data) kinds.get(data.warm.kind, { sso: data.warm.sso }); // compiled while the file opens
+  if ('warm' in data) void kinds.get(data.warm.kind, { sso: data.warm.sso }).fast; // compiled while the file opens
   else void start(data);
 }
