@@ -9,12 +9,8 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Ajv, type ValidateFunction } from 'ajv';
-import addFormatsModule from 'ajv-formats';
+import { newAjv, type Ajv, type ValidateFunction } from './ajv.js';
 import { schemasDir } from './paths.js';
-
-// ajv-formats is CommonJS; under NodeNext its default export arrives wrapped.
-const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
 /** The compiled code's file name, beside this module (in dist/src after a build). */
 export const PRECOMPILED_FILE = 'config-validator.generated.cjs';
@@ -51,9 +47,7 @@ export async function writeConfigValidator(dir = here): Promise<string> {
 }
 
 function makeAjv(forCode: boolean): Ajv {
-  const ajv = new Ajv({ allErrors: true, strict: false, ...(forCode ? { code: { source: true } } : {}) });
-  addFormats(ajv, ['email']);
-  return ajv;
+  return newAjv({ allErrors: true, strict: false, ...(forCode ? { code: { source: true } } : {}) }, ['email']);
 }
 
 const sha256 = (text: string) => crypto.createHash('sha256').update(text).digest('hex');

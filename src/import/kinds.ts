@@ -3,13 +3,9 @@
 // names, which user field each fills, the key). Adding a vendor format is adding a file here.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import addFormatsModule from 'ajv-formats';
+import { newAjv, type Ajv, type ErrorObject, type ValidateFunction } from '../ajv.js';
 import { ConfigError } from '../errors.js';
 import { schemasDir } from '../paths.js';
-
-// ajv-formats is CommonJS; under NodeNext its default export arrives wrapped.
-const addFormats = addFormatsModule as unknown as typeof addFormatsModule.default;
 
 /** The user-record fields a column can fill; every other column goes to `attributes`. */
 export const USER_FIELDS = [
@@ -68,14 +64,13 @@ export interface CompiledKind extends FileKind {
 export class KindRegistry {
   private readonly kinds = new Map<string, FileKind>();
   private readonly compiled = new Map<string, CompiledKind>();
-  private readonly ajv: Ajv;
+  /** Made when a first validator is compiled (see ajv.ts). */
+  private fullAjv: Ajv | undefined;
   /** The fast validators of kinds whose every minLength is at most 1 (see fastAjvFor). */
-  private readonly fastAjv: Ajv;
+  private fastAjv: Ajv | undefined;
   private fastUnicodeAjv: Ajv | undefined;
 
   constructor(private readonly dir: string = schemasDir()) {
-    this.ajv = makeAjv(true);
-    this.fastAjv = makeAjv(false, false);
     for (const file of fs.readdirSync(dir)) {
       const m = /^(.+)\.schema\.json$/.exec(file);
       if (!m || m[1] === 'config') continue;
@@ -100,8 +95,8 @@ export class KindRegistry {
     const requiredNow = adjustRequired(kind, variant);
     const schema = { ...kind.schema, required: requiredNow };
     delete (schema as { $id?: string }).$id;
-    const ajv = this.ajv;
-    const fastAjv = this.fastAjvFor(schema);
+    const fastCounts = minLengthsAtMostOne(schema) ? 'units' : 'characters';
+    const registry = this;
     let full: ValidateFunction | undefined;
     let fast: ValidateFunction | undefined;
     const compiled: CompiledKind = {
@@ -112,12 +107,12 @@ export class KindRegistry {
       // kind's columns (its rows are checked on the parse threads, each compiling its own), and
       // compiling took it 20-25 ms while it ran the download.
       get fast() {
-        return (fast ??= fastAjv.compile(schema));
+        return (fast ??= registry.fastAjvFor(fastCounts).compile(schema));
       },
       // Compiled when a row first fails: a clean file never needs it, and each parse thread
       // compiles its own (15 ms of its start-up alone, several times that beside a download).
       get validate() {
-        return (full ??= ajv.compile(schema));
+        return (full ??= (registry.fullAjv ??= makeAjv(true)).compile(schema));
       },
     };
     this.compiled.set(cacheKey, compiled);
@@ -133,8 +128,8 @@ export class KindRegistry {
    * stricter, and so is a minLength of 1 (the empty string is empty either way). A larger
    * minLength would let a short string of emoji through: such a kind keeps counting characters.
    */
-  private fastAjvFor(schema: object): Ajv {
-    if (minLengthsAtMostOne(schema)) return this.fastAjv;
+  private fastAjvFor(lengths: 'units' | 'characters'): Ajv {
+    if (lengths === 'units') return (this.fastAjv ??= makeAjv(false, false));
     return (this.fastUnicodeAjv ??= makeAjv(false, true));
   }
 }
@@ -162,8 +157,7 @@ const AJV_LOGGER = {
 };
 
 function makeAjv(allErrors: boolean, unicode = true): Ajv {
-  const ajv = new Ajv({ allErrors, strict: true, coerceTypes: false, unicode, logger: AJV_LOGGER });
-  addFormats(ajv, ['email', 'date', 'uri']);
+  const ajv = newAjv({ allErrors, strict: true, coerceTypes: false, unicode, logger: AJV_LOGGER }, ['email', 'date', 'uri']);
   // `active` style columns: 1/0, true/false, yes/no, y/n in any case.
   ajv.addFormat('flag', /^(?:1|0|true|false|yes|no|y|n)$/i);
   ajv.addVocabulary(['x-provisioner', 'x-aliases', 'x-field', 'x-hint']);
