@@ -19,18 +19,34 @@ function checker(kind: CompiledKind, header: string[]): RowChecker {
   return new RowChecker(kind, mapped.map, { ...DEFAULT_OPTIONS, siteMap: {} }, 'lincoln', null);
 }
 
+const kindDirs: string[] = [];
+afterEach(() => {
+  for (const d of kindDirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A kind keyed by an `id` column, with these other columns, written to a new folder of its own. */
+function customKind(name: string, required: string[], properties: Record<string, object>): { dir: string; schema: object } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-kinds-'));
+  kindDirs.push(dir);
+  const schema = {
+    $schema: 'http://json-schema.org/draft-07/schema#',
+    title: name,
+    'x-provisioner': { key: 'id' },
+    type: 'object',
+    additionalProperties: false,
+    required: ['id', ...required],
+    properties: { id: { type: 'string', minLength: 1, maxLength: 10, 'x-field': 'externalId' }, ...properties },
+  };
+  fs.writeFileSync(path.join(dir, `${name}.schema.json`), JSON.stringify(schema));
+  return { dir, schema };
+}
+
 const problemsOf = (c: RowChecker, cells: string[]) => {
   const r = c.check(2, cells);
   return r.ok ? [] : r.problems.map((p) => `${p.column}: ${p.reason}`);
 };
 
 describe('row checks count characters, not UTF-16 units', () => {
-  let dir: string | undefined;
-  afterEach(() => {
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-    dir = undefined;
-  });
-
   it('takes a name of 100 emoji and refuses one of 101 (first_name is at most 100 characters)', () => {
     const kind = new KindRegistry().get('samegoal-users');
     const c = checker(kind, ['user_id', 'first_name', 'last_name', 'email']);
@@ -41,20 +57,7 @@ describe('row checks count characters, not UTF-16 units', () => {
   });
 
   it('counts characters in the fast check too where a minLength is over 1, so two emoji are not three characters', () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-kinds-'));
-    const schema = {
-      $schema: 'http://json-schema.org/draft-07/schema#',
-      title: 'codes',
-      'x-provisioner': { key: 'id' },
-      type: 'object',
-      additionalProperties: false,
-      required: ['id', 'code'],
-      properties: {
-        id: { type: 'string', minLength: 1, maxLength: 10, 'x-field': 'externalId' },
-        code: { type: 'string', minLength: 3, maxLength: 5 },
-      },
-    };
-    fs.writeFileSync(path.join(dir, 'codes.schema.json'), JSON.stringify(schema));
+    const { dir, schema } = customKind('codes', ['code'], { code: { type: 'string', minLength: 3, maxLength: 5 } });
     expect(minLengthsAtMostOne(schema)).toBe(false);
     const kind = new KindRegistry(dir).get('codes');
     const c = checker(kind, ['id', 'code']);
@@ -85,12 +88,6 @@ describe('row checks count characters, not UTF-16 units', () => {
 });
 
 describe('the record a row is checked as', () => {
-  let dir: string | undefined;
-  afterEach(() => {
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
-    dir = undefined;
-  });
-
   it('holds an empty or blank cell as missing, so a required column says so', () => {
     const c = checker(new KindRegistry().get('samegoal-users'), ['user_id', 'first_name', 'last_name', 'email']);
     expect(problemsOf(c, ['u1', 'Ada', 'Lovelace', 'ada@lincoln.example'])).toEqual([]);
@@ -103,21 +100,10 @@ describe('the record a row is checked as', () => {
   });
 
   it('holds every column as a property of its own, even one named as an object method', () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'provisioner-kinds-'));
-    const schema = {
-      $schema: 'http://json-schema.org/draft-07/schema#',
-      title: 'odd names',
-      'x-provisioner': { key: 'id' },
-      type: 'object',
-      additionalProperties: false,
-      required: ['id', 'constructor'],
-      properties: {
-        id: { type: 'string', minLength: 1, maxLength: 10, 'x-field': 'externalId' },
-        constructor: { type: 'string', minLength: 1, maxLength: 3 },
-        toString: { type: 'string', maxLength: 3 },
-      },
-    };
-    fs.writeFileSync(path.join(dir, 'odd.schema.json'), JSON.stringify(schema));
+    const { dir } = customKind('odd', ['constructor'], {
+      constructor: { type: 'string', minLength: 1, maxLength: 3 },
+      toString: { type: 'string', maxLength: 3 },
+    });
     const c = checker(new KindRegistry(dir).get('odd'), ['id', 'constructor', 'toString']);
     expect(problemsOf(c, ['a', 'abc', 'xyz'])).toEqual([]);
     expect(problemsOf(c, ['a', 'abcd', 'xyz'])).toEqual([expect.stringMatching(/^constructor: /)]);
