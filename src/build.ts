@@ -2,5 +2,5 @@
 // rather than by every command at its start.
 import { writeConfigValidator } from './config-validator.js';
 
-const file = await writeConfigValidator();
+const file = writeConfigValidator();
 process.stdout.write(`build: the configuration's validator, precompiled, is in ${file}\n`);

@@ -95,8 +95,8 @@ export class KindRegistry {
     const requiredNow = adjustRequired(kind, variant);
     const schema = { ...kind.schema, required: requiredNow };
     delete (schema as { $id?: string }).$id;
-    const fastCounts = minLengthsAtMostOne(schema) ? 'units' : 'characters';
-    const registry = this;
+    const compileFast = () => this.fastAjvFor(schema).compile(schema);
+    const compileFull = () => (this.fullAjv ??= makeAjv(true)).compile(schema);
     let full: ValidateFunction | undefined;
     let fast: ValidateFunction | undefined;
     const compiled: CompiledKind = {
@@ -107,12 +107,12 @@ export class KindRegistry {
       // kind's columns (its rows are checked on the parse threads, each compiling its own), and
       // compiling took it 20-25 ms while it ran the download.
       get fast() {
-        return (fast ??= registry.fastAjvFor(fastCounts).compile(schema));
+        return (fast ??= compileFast());
       },
       // Compiled when a row first fails: a clean file never needs it, and each parse thread
       // compiles its own (15 ms of its start-up alone, several times that beside a download).
       get validate() {
-        return (full ??= (registry.fullAjv ??= makeAjv(true)).compile(schema));
+        return (full ??= compileFull());
       },
     };
     this.compiled.set(cacheKey, compiled);
@@ -128,8 +128,8 @@ export class KindRegistry {
    * stricter, and so is a minLength of 1 (the empty string is empty either way). A larger
    * minLength would let a short string of emoji through: such a kind keeps counting characters.
    */
-  private fastAjvFor(lengths: 'units' | 'characters'): Ajv {
-    if (lengths === 'units') return (this.fastAjv ??= makeAjv(false, false));
+  private fastAjvFor(schema: object): Ajv {
+    if (minLengthsAtMostOne(schema)) return (this.fastAjv ??= makeAjv(false, false));
     return (this.fastUnicodeAjv ??= makeAjv(false, true));
   }
 }
