@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isBusy } from '../src/store/sqlite/connection.js';
 import { epochsIn, listRemote, readCsv, resultJson } from './harness/checks.js';
 import { waitFor } from './harness/daemon.js';
 import { availableSftpServerKinds } from './harness/sftp-server.js';
@@ -49,7 +50,7 @@ function watchWriteLock(file: string): { stop(): number } {
       if (since !== null) longest = Math.max(longest, Date.now() - since);
       since = null;
     } catch (err) {
-      if ((err as { code?: string }).code !== 'SQLITE_BUSY') throw err;
+      if (!isBusy(err)) throw err;
       since ??= Date.now();
     }
   }, 20);

@@ -34,9 +34,15 @@ export interface ConnectionOptions {
   durableCommits?: boolean;
 }
 
+/**
+ * Another connection has the file for a moment. better-sqlite3 reports SQLite's extended codes,
+ * so this is a family, not one code: SQLITE_BUSY_RECOVERY, for one, comes when another process
+ * (a `status`, a monitoring read, the sqlite3 shell) is rebuilding the WAL's index as we read,
+ * and a worker starting on a new database met it.
+ */
 export const isBusy = (err: unknown): boolean => {
-  const code = (err as { code?: string } | null)?.code;
-  return code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT' || code === 'SQLITE_LOCKED';
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^SQLITE_(BUSY|LOCKED)(_|$)/.test(code);
 };
 
 /**
