@@ -26,50 +26,41 @@ const STARTS = 600;
 const LOCKED_CODES = ['SQLITE_BUSY', 'SQLITE_BUSY_RECOVERY', 'SQLITE_BUSY_SNAPSHOT', 'SQLITE_BUSY_TIMEOUT', 'SQLITE_LOCKED', 'SQLITE_LOCKED_SHAREDCACHE'];
 
 describe('another process has the file for a moment', () => {
+  let c: SqliteConnection;
+  beforeEach(() => {
+    c = new SqliteConnection(path.join(dir, 'p.db'));
+  });
+  afterEach(() => c.close());
+
   it.each(LOCKED_CODES)('a read that meets %s waits and returns the rows', async (code) => {
-    const c = new SqliteConnection(path.join(dir, 'p.db'));
-    try {
-      let refused = 0;
-      const rows = await c.read(() => {
-        if (refused < 3) {
-          refused++;
-          throw new Database.SqliteError('database is locked', code);
-        }
-        return c.db.prepare('SELECT 1 AS one').all();
-      });
-      expect(rows).toEqual([{ one: 1 }]);
-      expect(refused).toBe(3);
-    } finally {
-      c.close();
-    }
+    let refused = 0;
+    const rows = await c.read(() => {
+      if (refused < 3) {
+        refused++;
+        throw new Database.SqliteError('database is locked', code);
+      }
+      return c.db.prepare('SELECT 1 AS one').all();
+    });
+    expect(rows).toEqual([{ one: 1 }]);
+    expect(refused).toBe(3);
   });
 
   it('a write that meets SQLITE_BUSY_RECOVERY is rolled back, tried again and committed once', async () => {
-    const c = new SqliteConnection(path.join(dir, 'p.db'));
-    try {
-      c.db.exec('CREATE TABLE t (x)');
-      let tries = 0;
-      await c.write(() => {
-        c.db.prepare('INSERT INTO t VALUES (?)').run(++tries);
-        if (tries === 1) throw new Database.SqliteError('database is locked', 'SQLITE_BUSY_RECOVERY');
-      });
-      expect(c.db.prepare('SELECT x FROM t').pluck().all()).toEqual([2]);
-    } finally {
-      c.close();
-    }
+    c.db.exec('CREATE TABLE t (x)');
+    let tries = 0;
+    await c.write(() => {
+      c.db.prepare('INSERT INTO t VALUES (?)').run(++tries);
+      if (tries === 1) throw new Database.SqliteError('database is locked', 'SQLITE_BUSY_RECOVERY');
+    });
+    expect(c.db.prepare('SELECT x FROM t').pluck().all()).toEqual([2]);
   });
 
   it('anything else is not waited for: a constraint fails the write at once', async () => {
-    const c = new SqliteConnection(path.join(dir, 'p.db'));
-    try {
-      c.db.exec('CREATE TABLE t (x PRIMARY KEY)');
-      c.db.exec('INSERT INTO t VALUES (1)');
-      let tries = 0;
-      await expect(c.write(() => (tries++, c.db.prepare('INSERT INTO t VALUES (1)').run()))).rejects.toMatchObject({ code: 'SQLITE_CONSTRAINT_PRIMARYKEY' });
-      expect(tries).toBe(1);
-    } finally {
-      c.close();
-    }
+    c.db.exec('CREATE TABLE t (x PRIMARY KEY)');
+    c.db.exec('INSERT INTO t VALUES (1)');
+    let tries = 0;
+    await expect(c.write(() => (tries++, c.db.prepare('INSERT INTO t VALUES (1)').run()))).rejects.toMatchObject({ code: 'SQLITE_CONSTRAINT_PRIMARYKEY' });
+    expect(tries).toBe(1);
   });
 });
 
