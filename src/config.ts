@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import type { ErrorObject, ValidateFunction } from 'ajv';
+import type { ErrorObject, ValidateFunction } from './ajv.js';
 import cron from 'node-cron';
 import { parseYaml } from './yaml.js';
 import { ConfigError } from './errors.js';
